@@ -1,0 +1,34 @@
+"""Test environment: offline Hub, isolated caches, real data located through HF_SSDD_DATA_DIR."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HOME = tempfile.mkdtemp(prefix="hf_ssdd_test_home_")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HOME", _HOME)
+os.environ.setdefault("HF_SSDD_CACHE", os.path.join(_HOME, "hf_ssdd"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if "HF_SSDD_DATA_DIR" not in os.environ and _DEFAULT_DATA.is_dir():
+    os.environ["HF_SSDD_DATA_DIR"] = str(_DEFAULT_DATA)
+
+DATA_DIR = Path(os.environ["HF_SSDD_DATA_DIR"]) if os.environ.get("HF_SSDD_DATA_DIR") else None
+
+
+def data_path(name: str) -> Path:
+    """Folder of a real dataset under HF_SSDD_DATA_DIR, or skip the test with the reason."""
+    if DATA_DIR is None:
+        pytest.skip(
+            "real data not available: set HF_SSDD_DATA_DIR to the shared data folder (e.g. ../shared/data)"
+        )
+    path = DATA_DIR / name
+    if not path.is_dir():
+        pytest.skip(f"real data not available: {path} does not exist")
+    return path
