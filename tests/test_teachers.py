@@ -1,0 +1,179 @@
+import json
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from hf_ssdd.teachers import Teacher, TeacherError, encode_source, feature_cache_path
+
+
+@dataclass
+class _Source:
+    images: torch.Tensor
+    fingerprint: str
+    name: str = "toy"
+
+    def __len__(self):
+        return len(self.images)
+
+
+def _images(n=6, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def _manual(images, size, mean, std):
+    x = images.float() / 255
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size
+        )
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def test_transformers_vit_pooled_output(tmp_path):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    model = ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    )
+    model.save_pretrained(tmp_path)
+    ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.2, 0.2]
+    ).save_pretrained(tmp_path)
+    teacher = Teacher.from_pretrained(tmp_path)
+    assert teacher.kind == "transformers" and teacher.feature_dim == 32
+    assert teacher.preprocessing.image_size == (32, 32) and teacher.preprocessing.mean == (0.5, 0.4, 0.3)
+    imgs = _images()
+    expected = model.eval()(pixel_values=_manual(imgs, 32, [0.5, 0.4, 0.3], [0.2] * 3)).pooler_output
+    torch.testing.assert_close(teacher.encode(imgs), expected)
+    assert teacher.revision.startswith("sha256:")
+
+
+def test_transformers_dinov2_resizes_small_images(tmp_path):
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    model = Dinov2Model(
+        Dinov2Config(
+            image_size=64,
+            patch_size=16,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            mlp_ratio=2,
+        )
+    )
+    model.save_pretrained(tmp_path)
+    BitImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}).save_pretrained(
+        tmp_path
+    )
+    teacher = Teacher.from_pretrained(tmp_path)
+    assert teacher.preprocessing.image_size == (64, 64)
+    imgs = _images(size=32)
+    x = torch.nn.functional.interpolate(
+        imgs.float() / 255, size=(64, 64), mode="bicubic", align_corners=False
+    )
+    mean, std = teacher.preprocessing.mean, teacher.preprocessing.std
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(teacher.encode(imgs), model.eval()(pixel_values=x).pooler_output)
+
+
+def test_clip_uses_the_vision_tower(tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    cfg = CLIPConfig(
+        text_config=dict(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50
+        ),
+        vision_config=dict(
+            hidden_size=24,
+            intermediate_size=48,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=8,
+    )
+    torch.manual_seed(0)
+    model = CLIPModel(cfg)
+    model.save_pretrained(tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path
+    )
+    teacher = Teacher.from_pretrained(tmp_path)
+    assert teacher.feature_dim == 24
+    imgs = _images()
+    prep = teacher.preprocessing
+    expected = model.eval().vision_model(pixel_values=_manual(imgs, 32, prep.mean, prep.std)).pooler_output
+    torch.testing.assert_close(teacher.encode(imgs), expected)
+
+
+def test_timm_local_folder(tmp_path):
+    timm = pytest.importorskip("timm")
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    save_for_hf(
+        model,
+        str(tmp_path),
+        safe_serialization=True,
+        data_config=dict(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+    )
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["model_args"].pop("num_classes", None)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    teacher = Teacher.from_pretrained(tmp_path)
+    assert teacher.kind == "timm" and teacher.feature_dim == 512
+    imgs = _images()
+    torch.testing.assert_close(teacher.encode(imgs), model.eval()(_manual(imgs, 32, (0.5,) * 3, (0.25,) * 3)))
+
+
+def test_encode_source_is_cached(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    teacher = Teacher.from_module(model, 32, (0.5,) * 3, (0.5,) * 3, teacher_id="toy-conv")
+    source = _Source(_images(40), fingerprint="abc")
+    feats = encode_source(teacher, source, batch_size=16, cache_dir=tmp_path)
+    assert feats.shape == (40, 4) and feats.dtype == torch.float32
+    torch.testing.assert_close(feats, teacher.encode(source.images))
+    path = feature_cache_path(teacher, source, tmp_path)
+    assert path.is_file()
+    # second call reads the cache: break the model to prove it is not run
+    teacher.model = None
+    t0 = time.perf_counter()
+    again = encode_source(teacher, source, cache_dir=tmp_path)
+    assert torch.equal(again, feats) and time.perf_counter() - t0 < 1.0
+
+
+def test_cache_key_depends_on_weights_and_source(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    a = Teacher.from_module(model, 32, (0.5,) * 3, (0.5,) * 3, teacher_id="t")
+    src = _Source(_images(4), fingerprint="abc")
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    b = Teacher.from_module(model, 32, (0.5,) * 3, (0.5,) * 3, teacher_id="t")
+    assert a.revision != b.revision
+    assert feature_cache_path(a, src, tmp_path) != feature_cache_path(b, src, tmp_path)
+    assert feature_cache_path(a, src, tmp_path) != feature_cache_path(
+        a, _Source(src.images, "other"), tmp_path
+    )
+
+
+def test_bad_input():
+    with pytest.raises(TeacherError, match="not a local folder"):
+        Teacher.from_pretrained("some-org/missing-teacher")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    teacher = Teacher.from_module(model, 32, (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(TeacherError, match="N×3×H×W"):
+        teacher.encode(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
