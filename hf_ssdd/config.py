@@ -221,3 +221,24 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None, base: dict[str
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def config_help(cls: type, prefix: str = "") -> str:
+    """One line per config key: ``--key (type) = default``, nested dataclasses expanded with dotted keys."""
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(config_help(tp, prefix=f"{prefix}{f.name}."))
+            continue
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+        )
+        type_name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+        lines.append(f"  --{prefix}{f.name} ({type_name}) = {default!r}")
+    return "\n".join(lines)

@@ -258,8 +258,9 @@ def _resolve_folder(ref: str, revision: str | None) -> tuple[Path, str]:
 
 
 def _load_hf_ssdd(folder: Path, config: dict[str, Any]) -> tuple[nn.Module, Preprocessing]:
-    import hf_ssdd.models  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModel
+
+    import hf_ssdd.models  # noqa: F401  (registers the Auto classes)
 
     model = AutoModel.from_pretrained(folder)
     size = config.get("image_size") or 32

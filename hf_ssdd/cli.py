@@ -1,0 +1,96 @@
+"""The ``hf-ssdd`` command. Subcommands mirror the recipes in ``recipes/``.
+
+Every subcommand that runs a stage takes ``--config FILE.yaml`` plus ``--key value`` overrides of its config
+dataclass; ``hf-ssdd <command> --help`` lists the keys with their defaults.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hf_ssdd.config import ConfigError, config_help, parse_config
+
+
+@dataclass(frozen=True)
+class Command:
+    """A stage the CLI can run: ``run(config)`` with a config dataclass parsed from the arguments."""
+
+    help: str
+    target: str  # "module:function"; the function's first parameter is annotated with the config class
+    config: str  # "module:ConfigClass"
+
+
+COMMANDS: dict[str, Command] = {
+    "pretrain-teacher": Command(
+        "train a Barlow Twins teacher and save it as an HF model",
+        "hf_ssdd.ssl.train:train_teacher",
+        "hf_ssdd.ssl.train:TeacherTrainConfig",
+    ),
+}
+
+
+def _load(ref: str) -> Callable | type:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _list_datasets(_: Sequence[str]) -> int:
+    from hf_ssdd.data import get_spec, list_datasets
+
+    for name in list_datasets():
+        spec = get_spec(name)
+        print(f"{name:16s} {spec.hub_id or '-':32s} {spec.resolution}px  {spec.num_classes} classes")
+    return 0
+
+
+def _list_backbones(argv: Sequence[str]) -> int:
+    from hf_ssdd.models import list_backbones
+
+    for name in list_backbones(argv[0] if argv else None):
+        print(name)
+    return 0
+
+
+UTILITIES: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
+    "datasets": ("list the dataset catalog", _list_datasets),
+    "backbones": ("list registered backbones (optional pattern)", _list_backbones),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: hf-ssdd <command> [--config FILE.yaml] [--key value ...]", "", "commands:"]
+    lines += [f"  {name:18s} {cmd.help}" for name, cmd in COMMANDS.items()]
+    lines += [f"  {name:18s} {help_}" for name, (help_, _) in UTILITIES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name in UTILITIES:
+        return UTILITIES[name][1](rest)
+    if name not in COMMANDS:
+        print(f"hf-ssdd: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    cmd = COMMANDS[name]
+    config_cls = _load(cmd.config)
+    if "-h" in rest or "--help" in rest:
+        print(f"hf-ssdd {name}: {cmd.help}\n\n{config_help(config_cls)}")
+        return 0
+    try:
+        cfg = parse_config(config_cls, rest)
+    except ConfigError as e:
+        print(f"hf-ssdd {name}: {e}", file=sys.stderr)
+        return 2
+    _load(cmd.target)(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
