@@ -29,6 +29,11 @@ COMMANDS: dict[str, Command] = {
         "hf_ssdd.ssl.train:train_teacher",
         "hf_ssdd.ssl.train:TeacherTrainConfig",
     ),
+    "distill": Command(
+        "distill a dataset into a DistilledSet (KRR-ST, MKDT, subset baselines)",
+        "hf_ssdd.distill.run:run_distillation",
+        "hf_ssdd.distill.run:DistillRunConfig",
+    ),
 }
 
 

@@ -69,3 +69,33 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def yaml_safe(value: Any) -> Any:
+    """Tuples → lists, paths → strings, numpy/torch scalars → Python numbers (recursively)."""
+    if isinstance(value, dict):
+        return {str(k): yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [yaml_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+def derived_seed(seed: int, *keys: Any) -> int:
+    """A 63-bit seed derived from ``seed`` and ``keys`` (e.g. ``"aug", step``): counter-based randomness.
+
+    Drawing every random number from a generator seeded by ``derived_seed(seed, purpose, step)`` makes a run
+    reproducible and exactly resumable without storing generator states.
+    """
+    digest = hashlib.sha256(json.dumps([seed, *keys], default=str).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def derived_generator(seed: int, *keys: Any, device: str | torch.device = "cpu") -> torch.Generator:
+    """A fresh ``torch.Generator`` on ``device`` seeded with :func:`derived_seed`."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(derived_seed(seed, *keys))
+    return gen

@@ -1,0 +1,24 @@
+"""Distillation methods, the DistilledSet format, and the run driver."""
+
+from hf_ssdd.distill.base import (
+    Distiller,
+    create_distiller,
+    get_distiller_class,
+    list_distillers,
+    register_distiller,
+)
+from hf_ssdd.distill.distilled_set import DistilledSet, DistilledSetError
+from hf_ssdd.distill.krr_st import KRRSTConfig, KRRSTDistiller, krr_predict
+
+__all__ = [
+    "DistilledSet",
+    "DistilledSetError",
+    "Distiller",
+    "KRRSTConfig",
+    "KRRSTDistiller",
+    "create_distiller",
+    "get_distiller_class",
+    "krr_predict",
+    "list_distillers",
+    "register_distiller",
+]

@@ -1,0 +1,182 @@
+"""Run a distiller end to end: data, teacher, steps, checkpoints, figures, the final DistilledSet.
+
+Used by ``recipes/distill.py`` and ``hf-ssdd distill``. Everything written goes under ``output_dir``::
+
+    config.yaml                        the resolved configuration
+    checkpoints/checkpoint-<step>/     state.safetensors + state.json (atomic), the newest ``keep_checkpoints``
+    synthetic_grid.png, loss_curve.png refreshed at every checkpoint
+    metrics.jsonl                      one line of metrics per logged step
+    distilled/                         the final DistilledSet (Hub dataset folder)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
+from hf_ssdd.config import config_to_dict, save_config
+from hf_ssdd.data import load_image_source
+from hf_ssdd.distill.base import create_distiller, get_distiller_class
+from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.distill.krr_st import KRRSTConfig
+from hf_ssdd.plots import save_curves, save_image_grid
+from hf_ssdd.teachers import Teacher
+from hf_ssdd.utils import progress
+
+
+@dataclass
+class SourceConfig:
+    """Which real images to distill."""
+
+    dataset: str = "cifar10"
+    split: str = "train"
+    image_size: int | None = None
+    max_examples: int | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+
+
+@dataclass
+class DistillRunConfig:
+    """A distillation run: the method, its data and teacher, and the run's bookkeeping."""
+
+    method: str = "krr_st"
+    source: SourceConfig = field(default_factory=SourceConfig)
+    teacher: str = ""
+    teacher_precision: str = "fp32"
+    output_dir: str = "runs/distill"
+    seed: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = False
+    overwrite: bool = False
+    log_with: str | None = None
+    krr_st: KRRSTConfig = field(default_factory=KRRSTConfig)
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue as configured."""
+
+
+def _method_config(cfg: DistillRunConfig) -> Any:
+    get_distiller_class(cfg.method)  # fail early on an unknown method
+    if not hasattr(cfg, cfg.method):
+        raise RunError(f"DistillRunConfig has no section for method {cfg.method!r}")
+    return getattr(cfg, cfg.method)
+
+
+def _prepare_output(cfg: DistillRunConfig, is_main: bool) -> Path:
+    out = Path(cfg.output_dir)
+    if is_main and out.exists() and not cfg.resume and not cfg.overwrite and any(out.iterdir()):
+        raise RunError(f"{out} is not empty; pass --resume to continue that run or --overwrite to start over")
+    if is_main and cfg.overwrite and not cfg.resume and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) -> None:
+    dset = distiller.export()
+    save_image_grid(out / "synthetic_grid.png", dset.images, mean=dset.mean, std=dset.std)
+    steps = [h["step"] for h in history]
+    save_curves(
+        out / "loss_curve.png",
+        {"outer loss": (steps, [h["loss"] for h in history])},
+        title=f"{distiller.name} outer loss",
+        logy=True,
+    )
+
+
+def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> DistilledSet:
+    """Distill ``cfg.source`` with ``cfg.method``; resumes from the newest checkpoint with ``cfg.resume``."""
+    from accelerate import Accelerator
+
+    acc = accelerator or Accelerator(log_with=cfg.log_with)
+    if not cfg.teacher:
+        raise RunError(
+            "no teacher given: pass --teacher <folder or Hub id> (e.g. the output of hf-ssdd pretrain-teacher)"
+        )
+    method_cfg = _method_config(cfg)
+    out = _prepare_output(cfg, acc.is_main_process)
+    acc.wait_for_everyone()
+    if cfg.resume and (out / "distilled" / "README.md").is_file():
+        return DistilledSet.load(out / "distilled")
+    if acc.is_main_process:
+        save_config(cfg, out / "config.yaml")
+        if cfg.log_with:
+            acc.init_trackers("hf_ssdd_distill", config=config_to_dict(cfg))
+
+    src = cfg.source
+    source = load_image_source(
+        src.dataset,
+        split=src.split,
+        image_size=src.image_size,
+        device=acc.device,
+        max_examples=src.max_examples,
+        image_column=src.image_column,
+        label_column=src.label_column,
+    )
+    teacher = Teacher.from_pretrained(cfg.teacher, precision=cfg.teacher_precision, device=acc.device)
+    distiller = create_distiller(cfg.method, method_cfg, source, teacher, accelerator=acc, seed=cfg.seed)
+
+    history: list[dict[str, float]] = []
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint_state(ckpt)
+        distiller.load_state_dict(state["distiller"])
+        history = state["history"]
+        if acc.is_main_process:
+            print(f"resumed from {ckpt} (step {distiller.step_count})")
+    else:
+        distiller.init()
+
+    def checkpoint() -> None:
+        if acc.is_main_process:
+            save_checkpoint(
+                out,
+                distiller.step_count,
+                {"distiller": distiller.state_dict(), "history": history},
+                keep=cfg.keep_checkpoints,
+            )
+            _save_figures(out, distiller, history)
+        acc.wait_for_everyone()
+
+    total = distiller.num_steps
+    bar = progress(
+        total=total,
+        initial=distiller.step_count,
+        desc=f"distill {cfg.method}",
+        disable=not acc.is_main_process,
+    )
+    t0, done0 = time.perf_counter(), distiller.step_count
+    while distiller.step_count < total:
+        metrics = distiller.step()
+        step = distiller.step_count
+        if step % cfg.log_every == 0 or step == total:
+            rate = (step - done0) / max(time.perf_counter() - t0, 1e-9)
+            record = {"step": step, **{k: float(v) for k, v in metrics.items()}, "steps_per_s": rate}
+            history.append(record)
+            if acc.is_main_process:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                acc.log(metrics, step=step)
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", it_s=f"{rate:.2f}")
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 and step < total:
+            checkpoint()
+    bar.close()
+
+    dset = distiller.export()
+    if acc.is_main_process:
+        if history:
+            _save_figures(out, distiller, history)
+        dset.save(out / "distilled", overwrite=True)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return dset
