@@ -1,0 +1,275 @@
+"""Barlow Twins teacher training (Zbontar et al., ICML 2021) under ``accelerate``.
+
+Defaults follow solo-learn's CIFAR ``barlow.yaml``, the most likely recipe behind the KRR-ST / MKDT teachers
+(``reference/krr_st.md`` §2): ResNet-18 with a 3×3 stride-1 padding-2 stem and no max-pool, projector
+512-2048-2048-2048, λ_offdiag 0.0051, scale 0.1, LARS (eta 0.02, clip, bias/norm excluded) lr 0.3, wd 1e-4,
+batch 256, 1000 epochs with warmup-cosine. The representation is the 512-d pooled backbone output, saved as an HF
+model (``teacher/``) that :class:`hf_ssdd.teachers.Teacher` loads. Labels are used only by the kNN monitor.
+
+Outputs under ``output_dir``: ``config.yaml``, ``checkpoints/`` (exact resume), ``metrics.jsonl``,
+``loss_curve.png``, ``views_grid.png`` and the final ``teacher/`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
+from hf_ssdd.config import config_to_dict, save_config
+from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
+from hf_ssdd.io import atomic_directory
+from hf_ssdd.knn import knn_accuracy
+from hf_ssdd.models import create_backbone
+from hf_ssdd.plots import save_curves, save_image_grid
+from hf_ssdd.ssl.barlow_twins import BarlowTwinsModel, BarlowTwinsProjector
+from hf_ssdd.ssl.optim import build_optimizer, warmup_cosine_lambda
+from hf_ssdd.utils import derived_generator, progress
+
+
+@dataclass
+class TeacherTrainConfig:
+    """Barlow Twins teacher training (defaults: solo-learn CIFAR recipe)."""
+
+    dataset: str = "cifar10"
+    split: str = "train"
+    monitor_split: str | None = "test"
+    image_size: int | None = None
+    max_examples: int | None = None
+    backbone: str = "resnet18_bt_teacher"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    projector_hidden_dim: int = 2048
+    projector_out_dim: int = 2048
+    lambd: float = 0.0051
+    scale_loss: float = 0.1
+    optimizer: Literal["lars", "sgd"] = "lars"
+    lr: float = 0.3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    lars_eta: float = 0.02
+    batch_size: int = 256
+    epochs: int = 1000
+    max_steps: int | None = None
+    warmup_epochs: float = 10.0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    sync_batchnorm: bool = True
+    knn_every: int = 10
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_max_train: int | None = 10_000
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    output_dir: str = "runs/teacher"
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    log_with: str | None = None
+
+
+def _view_config(cfg: TeacherTrainConfig, size: int, solarization_prob: float) -> BarlowTwinsAugmentConfig:
+    return BarlowTwinsAugmentConfig(crop_size=size, solarization_prob=solarization_prob)
+
+
+@torch.no_grad()
+def _features(
+    backbone: nn.Module, images: torch.Tensor, mean: Any, std: Any, batch_size: int = 512
+) -> torch.Tensor:
+    backbone.eval()
+    out = [
+        backbone.forward_features(normalize(chunk, mean, std)).float() for chunk in images.split(batch_size)
+    ]
+    return torch.cat(out)
+
+
+def knn_monitor(backbone: nn.Module, train: Any, test: Any, cfg: TeacherTrainConfig) -> float | None:
+    """kNN top-1 accuracy (%) of the backbone features, train → test split (labels used only here)."""
+    if train.labels is None or test is None or test.labels is None:
+        return None
+    n = len(train) if cfg.knn_max_train is None else min(len(train), cfg.knn_max_train)
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n].to(train.images.device)
+    train_feats = _features(backbone, train.images[idx], train.mean, train.std)
+    test_feats = _features(backbone, test.images, train.mean, train.std)
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    acc = knn_accuracy(
+        train_feats,
+        train.labels[idx],
+        test_feats,
+        test.labels,
+        num_classes,
+        k=cfg.knn_k,
+        temperature=cfg.knn_temperature,
+    )
+    backbone.train()
+    return 100.0 * acc
+
+
+def save_teacher(backbone: nn.Module, folder: Path) -> Path:
+    """Save the backbone (no head) as an HF model folder, atomically."""
+    with atomic_directory(folder, overwrite=True) as tmp:
+        backbone.save_pretrained(tmp)
+    return folder
+
+
+def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
+    """Train a Barlow Twins teacher; returns the saved ``output_dir/teacher`` folder."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
+    acc = accelerator or Accelerator(mixed_precision="bf16" if bf16 else "no", log_with=cfg.log_with)
+    out = Path(cfg.output_dir)
+    if acc.is_main_process:
+        if out.exists() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite):
+            raise RuntimeError(
+                f"{out} is not empty; pass --resume to continue that run or --overwrite to start over"
+            )
+        if cfg.overwrite and not cfg.resume and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if cfg.log_with:
+            acc.init_trackers("hf_ssdd_teacher", config=config_to_dict(cfg))
+    acc.wait_for_everyone()
+
+    source = load_image_source(
+        cfg.dataset,
+        split=cfg.split,
+        image_size=cfg.image_size,
+        device=acc.device,
+        max_examples=cfg.max_examples,
+    )
+    monitor = None
+    if cfg.monitor_split and source.labels is not None:
+        monitor = load_image_source(
+            cfg.dataset, split=cfg.monitor_split, image_size=source.image_size, device=acc.device
+        )
+    size = source.image_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        backbone = create_backbone(
+            cfg.backbone, image_size=size, mean=list(source.mean), std=list(source.std), **cfg.backbone_kwargs
+        )
+        projector = BarlowTwinsProjector(
+            backbone.num_features, cfg.projector_hidden_dim, cfg.projector_out_dim
+        )
+    model: nn.Module = BarlowTwinsModel(backbone, projector, lambd=cfg.lambd, scale_loss=cfg.scale_loss)
+    if acc.num_processes > 1 and cfg.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(
+        cfg.optimizer,
+        model,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        eta=cfg.lars_eta,
+    )
+    per_rank = cfg.batch_size // acc.num_processes
+    steps_per_epoch = len(source) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(source)} training images")
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_lambda(s, warmup, total))
+    model, optimizer = acc.prepare(model, optimizer)
+
+    step, history, knn_history = 0, [], []
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint_state(ckpt)
+        acc.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, history, knn_history = state["step"], state["history"], state["knn"]
+
+    def checkpoint() -> None:
+        if acc.is_main_process:
+            state = {
+                "model": acc.unwrap_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "history": history,
+                "knn": knn_history,
+            }
+            save_checkpoint(out, step, state, keep=cfg.keep_checkpoints)
+            curves = {"Barlow Twins loss": ([h["step"] for h in history], [h["loss"] for h in history])}
+            save_curves(out / "loss_curve.png", curves, title="teacher training")
+        acc.wait_for_everyone()
+
+    view1_cfg, view2_cfg = _view_config(cfg, size, 0.0), _view_config(cfg, size, 0.2)
+    model.train()
+    bar = progress(total=total, initial=step, desc="Barlow Twins", disable=not acc.is_main_process)
+    perm: tuple[int, torch.Tensor] | None = None
+    while step < total:
+        epoch, pos = divmod(step, steps_per_epoch)
+        if perm is None or perm[0] != epoch:
+            perm = (epoch, torch.randperm(len(source), generator=derived_generator(cfg.seed, "order", epoch)))
+        idx = perm[1][pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+        idx = idx[acc.process_index * per_rank : (acc.process_index + 1) * per_rank].to(acc.device)
+        gen = derived_generator(cfg.seed, "views", step, acc.process_index, device=acc.device)
+        v1, v2 = barlow_twins_views(source.images[idx], view1_cfg, view2_cfg, generator=gen)
+        if step == 0 and acc.is_main_process:
+            save_image_grid(out / "views_grid.png", torch.cat([v1[:32], v2[:32]]), nrow=16)
+        v1, v2 = normalize(v1, source.mean, source.std), normalize(v2, source.mean, source.std)
+        if cuda:
+            v1, v2 = (
+                v1.contiguous(memory_format=torch.channels_last),
+                v2.contiguous(memory_format=torch.channels_last),
+            )
+        loss = model(v1, v2)
+        acc.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == total:
+            value = float(acc.reduce(loss.detach(), reduction="mean"))
+            record = {
+                "step": step,
+                "epoch": step / steps_per_epoch,
+                "loss": value,
+                "lr": scheduler.get_last_lr()[0],
+            }
+            history.append(record)
+            bar.set_postfix(loss=f"{value:.3f}")
+            if acc.is_main_process:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                acc.log(record, step=step)
+        epoch_done = step % steps_per_epoch == 0
+        if monitor is not None and (
+            (epoch_done and (step // steps_per_epoch) % cfg.knn_every == 0) or step == total
+        ):
+            knn = knn_monitor(acc.unwrap_model(model).backbone, source, monitor, cfg)
+            knn_history.append({"step": step, "knn_top1": knn})
+            if acc.is_main_process:
+                bar.write(f"step {step}: kNN top-1 {knn:.2f}%")
+                acc.log({"knn_top1": knn}, step=step)
+        if step % cfg.checkpoint_every == 0 and step < total:
+            checkpoint()
+    bar.close()
+
+    teacher_dir = out / "teacher"
+    if acc.is_main_process:
+        save_teacher(acc.unwrap_model(model).backbone, teacher_dir)
+        curves = {"Barlow Twins loss": ([h["step"] for h in history], [h["loss"] for h in history])}
+        save_curves(out / "loss_curve.png", curves, title="teacher training")
+        if knn_history:
+            save_curves(
+                out / "knn_curve.png",
+                {"kNN top-1 (%)": ([h["step"] for h in knn_history], [h["knn_top1"] for h in knn_history])},
+                title="kNN monitor",
+            )
+    acc.wait_for_everyone()
+    acc.end_training()
+    return teacher_dir
