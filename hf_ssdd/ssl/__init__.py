@@ -6,10 +6,22 @@ from hf_ssdd.ssl.barlow_twins import (
     BarlowTwinsProjector,
     barlow_twins_loss,
 )
+from hf_ssdd.ssl.optim import (
+    LARS,
+    build_optimizer,
+    lars_param_groups,
+    warmup_cosine_lambda,
+    warmup_cosine_scheduler,
+)
 
 __all__ = [
+    "LARS",
     "BarlowTwinsLoss",
     "BarlowTwinsModel",
     "BarlowTwinsProjector",
     "barlow_twins_loss",
+    "build_optimizer",
+    "lars_param_groups",
+    "warmup_cosine_lambda",
+    "warmup_cosine_scheduler",
 ]
