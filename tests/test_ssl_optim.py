@@ -86,6 +86,17 @@ def test_zero_weight_takes_an_unscaled_step():
     np.testing.assert_allclose(got, [[-0.1, 0.2]], rtol=1e-15)
 
 
+def test_zero_learning_rate_of_a_warmup_start_is_safe_with_clip():
+    w = torch.tensor([[3.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    opt = LARS([w], lr=0.0, weight_decay=0.1, eta=0.02, clip_lr=True)
+    w.grad = torch.tensor([[0.6, 0.8]], dtype=torch.float64)
+    opt.step()
+    assert torch.equal(w.detach(), torch.tensor([[3.0, 4.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        opt.state[w]["momentum_buffer"], torch.tensor([[0.9, 1.2]], dtype=torch.float64)
+    )
+
+
 def test_excluded_group_is_momentum_sgd_without_weight_decay():
     torch.manual_seed(0)
     a, b = nn.Linear(4, 3), nn.Linear(4, 3)
