@@ -20,7 +20,11 @@ __all__ = ["BarlowTwinsLoss", "BarlowTwinsModel", "BarlowTwinsProjector", "barlo
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """Sum a tensor over ranks; the backward sums the incoming gradients over ranks as well."""
+    """Sum a tensor over ranks; the backward sums the incoming gradients over ranks as well.
+
+    Same semantics as ``torch.distributed.nn.functional.all_reduce``, which recent torch deprecates with a
+    FutureWarning at every call, while the functional-collective replacement has no autograd in torch 2.4.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
