@@ -28,8 +28,8 @@ from hf_ssdd.io import atomic_directory
 from hf_ssdd.knn import knn_accuracy
 from hf_ssdd.models import create_backbone
 from hf_ssdd.plots import save_curves, save_image_grid
-from hf_ssdd.ssl.barlow_twins import BarlowTwinsModel, BarlowTwinsProjector
-from hf_ssdd.ssl.optim import build_optimizer, warmup_cosine_lambda
+from hf_ssdd.ssl.barlow_twins import BarlowTwinsModel
+from hf_ssdd.ssl.optim import build_optimizer, warmup_cosine_scheduler
 from hf_ssdd.utils import derived_generator, progress
 
 
@@ -156,10 +156,9 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
         backbone = create_backbone(
             cfg.backbone, image_size=size, mean=list(source.mean), std=list(source.std), **cfg.backbone_kwargs
         )
-        projector = BarlowTwinsProjector(
-            backbone.num_features, cfg.projector_hidden_dim, cfg.projector_out_dim
+        model: nn.Module = BarlowTwinsModel(
+            backbone, cfg.projector_hidden_dim, cfg.projector_out_dim, cfg.lambd, cfg.scale_loss
         )
-    model: nn.Module = BarlowTwinsModel(backbone, projector, lambd=cfg.lambd, scale_loss=cfg.scale_loss)
     if acc.num_processes > 1 and cfg.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cuda:
@@ -177,8 +176,8 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(source)} training images")
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_lambda(s, warmup, total))
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    scheduler = warmup_cosine_scheduler(optimizer, warmup, total)
     model, optimizer = acc.prepare(model, optimizer)
 
     step, history, knn_history = 0, [], []
