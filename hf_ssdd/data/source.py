@@ -164,7 +164,7 @@ def load_hf_dataset(
         revision: Hub revision (ignored, with a warning, for local folders).
 
     Raises:
-        ValueError: the split does not exist (the message lists the available ones).
+        ValueError: the split does not exist (the message lists the available ones) or is empty.
         ConnectionError: offline and the dataset is neither under ``$HF_SSDD_DATA_DIR`` nor in the HF cache.
     """
     resolved = ref if isinstance(ref, ResolvedDataset) else resolve_dataset(ref)
@@ -181,6 +181,8 @@ def load_hf_dataset(
     except ValueError as err:
         if "Unknown split" in str(err):
             raise ValueError(f"{resolved.ref!r} has no split {split!r}: {err}") from err
+        if "corresponds to no data" in str(err):
+            raise ValueError(f"split {split!r} of {resolved.ref!r} is empty") from err
         raise
     except (ConnectionError, FileNotFoundError) as err:
         if resolved.local_dir is None and _offline():
