@@ -70,7 +70,8 @@ def stream_image_batches(
         rank: index of this process.
         world_size: number of processes; each one gets disjoint examples.
         shuffle_buffer: if set, shuffle shard order and examples with a buffer of this size.
-        seed: shuffling seed.
+        seed: shuffling seed; use the same one on every rank (``datasets`` shuffles the shard order before it
+            assigns shards to ranks, so different seeds make ranks overlap).
         image_column: image column override.
         label_column: label column override.
         revision: Hub revision.
