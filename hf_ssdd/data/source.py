@@ -5,7 +5,7 @@ loads the split with :func:`datasets.load_dataset`, decodes every image with Pil
 in MKDT's transfer targets), and caches the N×3×S×S uint8 array as safetensors under
 ``$HF_SSDD_CACHE/sources/<fingerprint>.safetensors``. The next call with the same inputs only reads that file.
 
-KRR-ST and MKDT keep whole source sets as tensors in memory (KRR-ST ``data/wrapper.py``); the same is done here,
+KRR-ST keeps whole source sets as float tensors in memory (``data/wrapper.py``); the same is done here,
 but in uint8 (4× smaller than their float tensors) and on the requested device.
 """
 
