@@ -130,7 +130,8 @@ def test_smaller_encoder_gets_resized_target_images(caplog):
             progress_bar=False,
         )
     assert (
-        "resizing cifar10 images (32 px) to 16 px, the resolution of encoder 'No pre-training'" in caplog.text
+        "resizing cifar10 images (32 px) to 16 px, the resolution of encoder(s) No pre-training, small"
+        in caplog.text
     )
     assert {(row.encoder, row.image_size) for row in results.rows} == {(NO_PRETRAINING, 16), ("small", 16)}
     data = load_target("cifar10", 16, settings, torch.device("cpu"))
@@ -183,3 +184,16 @@ def test_cli_runs_a_distilled_set_folder(distilled, tmp_path):
         (NO_PRETRAINING, 0.5, [3]),
         ("KRR-ST", 0.5, [3]),
     ]
+
+
+def test_targets_resolve_offline_by_catalog_name_and_hub_id(caplog):
+    data_path("flowers102")
+    settings = TransferSettings(max_train_examples=40, max_test_examples=20)
+    with caplog.at_level(logging.INFO, logger="hf_ssdd.transfer"):
+        data = load_target("Donghyun99/Oxford-Flower-102", 32, settings, torch.device("cpu"), ["enc"])
+    assert "resizing Donghyun99/Oxford-Flower-102 images (not square) to 32 px" in caplog.text
+    assert (data.train.split, data.test.split) == ("train", "test") and data.num_classes == 102
+    assert data.train.images.shape == (40, 3, 32, 32) and data.test.images.shape == (20, 3, 32, 32)
+    same = load_target("flowers102", 32, settings, torch.device("cpu"))
+    assert torch.equal(same.train.images, data.train.images)
+    assert same.train.mean == data.train.mean == (0.4344, 0.3030, 0.2955)  # KRR-ST Flowers constants at 32 px

@@ -124,7 +124,13 @@ def evaluate_transfer(
     _check_request(targets, protocols, label_fractions, seeds)
     device = torch.device(device) if device is not None else default_device()
     prepared = prepare_encoders(encoders, architecture, image_size, settings.pretrain)
-    cache: dict[tuple[str, int], TargetData] = {}
+    data = {
+        (target, size): load_target(
+            target, size, settings, device, [e.name for e in prepared if e.image_size == size]
+        )
+        for size in dict.fromkeys(enc.image_size for enc in prepared)
+        for target in targets
+    }
     rows = []
     bar = progress(total=len(prepared) * len(seeds) * len(targets), desc="transfer", disable=not progress_bar)
     for enc in prepared:
@@ -133,11 +139,9 @@ def evaluate_transfer(
             trunk = enc.build(seed, device, progress_bar)
             for target in targets:
                 bar.set_postfix_str(f"{enc.name} | seed {seed} | {target}")
-                key = (target, enc.image_size)
-                if key not in cache:
-                    cache[key] = load_target(target, enc.image_size, settings, device, enc.name)
+                target_data = data[(target, enc.image_size)]
                 results = _evaluate_target(
-                    trunk, cache[key], protocols, label_fractions, seed, settings, progress_bar
+                    trunk, target_data, protocols, label_fractions, seed, settings, progress_bar
                 )
                 for (protocol, fraction), accuracy in results.items():
                     accuracies[(target, protocol, fraction)].append(100.0 * accuracy)
@@ -162,9 +166,15 @@ def _check_request(
 
 
 def load_target(
-    ref: str, image_size: int, settings: TransferSettings, device: torch.device, encoder: str = ""
+    ref: str,
+    image_size: int,
+    settings: TransferSettings,
+    device: torch.device,
+    encoders: Sequence[str] = (),
 ) -> TargetData:
     """Load a target's train and test splits (the catalog's, else ``train`` / ``test``) at ``image_size``.
+
+    Images of another size are resized (square, LANCZOS) and the resize is logged, naming ``encoders``.
 
     Raises:
         ValueError: a split has no label column (the message names the dataset and its columns).
@@ -172,15 +182,15 @@ def load_target(
     resolved = resolve_dataset(ref)
     spec = resolved.spec
     splits = (spec.train_split, spec.test_split) if spec else ("train", "test")
-    first_image = [_first_labelled_image(resolved, split) for split in splits][0]
-    native = _side(first_image)
+    first_images = [_first_labelled_image(resolved, split) for split in splits]
+    native = _side(first_images[0])
     if native != image_size:
         logger.info(
-            "resizing %s images (%s) to %d px, the resolution of encoder %r",
+            "resizing %s images (%s) to %d px, the resolution of encoder(s) %s",
             ref,
             f"{native} px" if native else "not square",
             image_size,
-            encoder,
+            ", ".join(encoders) or "-",
         )
     train, test = (
         load_image_source(ref, split, image_size, device, limit, convention=settings.convention)
@@ -210,6 +220,15 @@ def _side(image: dict | bytes) -> int | None:
         return None
 
 
+@dataclass
+class _FrozenFeatures:
+    """Trunk features of the train rows ``index`` (sorted) and of the whole test split."""
+
+    index: torch.Tensor
+    train: torch.Tensor
+    test: torch.Tensor
+
+
 def _evaluate_target(
     trunk: torch.nn.Module,
     data: TargetData,
@@ -219,43 +238,64 @@ def _evaluate_target(
     settings: TransferSettings,
     progress_bar: bool,
 ) -> dict[tuple[str, float], float]:
-    """Top-1 accuracy (in [0, 1]) of every (protocol, label fraction) on one target for one seed."""
-    train, test = data.train, data.test
-    subsets = {f: label_fraction_indices(train.labels, f, seed) for f in fractions}
-    frozen = [p for p in protocols if p != "finetune"]
-    if frozen:
-        needed = torch.cat(list(subsets.values())).unique()
-        train_features = extract_features(
-            trunk, train.images[needed.to(train.device)], train.mean, train.std, settings.batch_size
-        )
-        test_features = extract_features(trunk, test.images, test.mean, test.std, settings.batch_size)
+    """Top-1 accuracy (in [0, 1]) of every (protocol, label fraction) on one target for one seed.
+
+    The label fractions are drawn with ``seed`` alone, so every encoder sees the same labelled examples.
+    """
+    subsets = {f: label_fraction_indices(data.train.labels, f, seed) for f in fractions}
+    features = None
+    if set(protocols) - {"finetune"}:
+        features = _frozen_features(trunk, data, torch.cat(list(subsets.values())).unique(), settings)
     results = {}
-    for fraction, subset in subsets.items():
-        labels = train.labels[subset.to(train.device)]
-        for protocol in protocols:
+    for protocol in protocols:
+        for fraction, subset in subsets.items():
             key = derived_seed(seed, protocol, data.name, fraction)
             if protocol == "finetune":
                 results[(protocol, fraction)] = _finetune_accuracy(
                     trunk, data, subset, key, settings, progress_bar
                 )
-                continue
-            features = train_features[torch.searchsorted(needed, subset).to(train_features.device)]
-            if protocol == "linear_probe":
-                accuracy = linear_probe_accuracy(
-                    features, labels, test_features, test.labels, data.num_classes, settings.probe, key
-                )
             else:
-                accuracy = knn_protocol_accuracy(
-                    features,
-                    labels,
-                    test_features,
-                    test.labels,
-                    data.num_classes,
-                    settings.knn_k,
-                    settings.knn_temperature,
+                results[(protocol, fraction)] = _frozen_accuracy(
+                    protocol, features, data, subset, key, settings
                 )
-            results[(protocol, fraction)] = accuracy
     return results
+
+
+def _frozen_features(
+    trunk: torch.nn.Module, data: TargetData, index: torch.Tensor, settings: TransferSettings
+) -> _FrozenFeatures:
+    train, test = data.train, data.test
+    images = train.images[index.to(train.device)]
+    return _FrozenFeatures(
+        index,
+        extract_features(trunk, images, train.mean, train.std, settings.batch_size),
+        extract_features(trunk, test.images, test.mean, test.std, settings.batch_size),
+    )
+
+
+def _frozen_accuracy(
+    protocol: str,
+    features: _FrozenFeatures,
+    data: TargetData,
+    subset: torch.Tensor,
+    seed: int,
+    settings: TransferSettings,
+) -> float:
+    rows = torch.searchsorted(features.index, subset).to(features.train.device)
+    train, labels = features.train[rows], data.train.labels[subset.to(data.train.device)]
+    if protocol == "linear_probe":
+        return linear_probe_accuracy(
+            train, labels, features.test, data.test.labels, data.num_classes, settings.probe, seed
+        )
+    return knn_protocol_accuracy(
+        train,
+        labels,
+        features.test,
+        data.test.labels,
+        data.num_classes,
+        settings.knn_k,
+        settings.knn_temperature,
+    )
 
 
 def _finetune_accuracy(
