@@ -156,6 +156,7 @@ def _prepare(
         dset = source if isinstance(source, DistilledSet) else DistilledSet.from_pretrained(label)
         native = int(dset.images.shape[-1])
         overrides = dict(pretrain_overrides or {})
+        resolve_settings(dset, **overrides)  # an unknown recipe fails now, not after the first evaluations
         return PreparedEncoder(
             name, "distilled_set", architecture, image_size or native, native, None, dset, overrides, label
         )

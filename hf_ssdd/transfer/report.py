@@ -88,6 +88,9 @@ def validate_results(data: Mapping[str, Any]) -> None:
     if not isinstance(rows, list):
         problems.append("rows must be a list")
     for i, row in enumerate(rows if isinstance(rows, list) else []):
+        if not isinstance(row, Mapping):
+            problems.append(f"rows[{i}] must be a mapping")
+            continue
         for key, types in _ROW_TYPES.items():
             if not isinstance(row.get(key), types) or isinstance(row.get(key), bool):
                 problems.append(f"rows[{i}].{key} is missing or not {types}")
