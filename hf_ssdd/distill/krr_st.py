@@ -220,7 +220,7 @@ class KRRSTDistiller(Distiller):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def _update_pool(self, i: int) -> None:
         """After model ``i`` was used: re-initialize it at the age limit, else train it one step (spec §1.5)."""
