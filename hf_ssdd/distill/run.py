@@ -24,6 +24,7 @@ from hf_ssdd.data import load_image_source
 from hf_ssdd.distill.base import create_distiller, get_distiller_class
 from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.distill.krr_st import KRRSTConfig
+from hf_ssdd.io import atomic_write_text
 from hf_ssdd.plots import save_curves, save_image_grid
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.utils import progress
@@ -131,7 +132,8 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
         state = load_checkpoint_state(ckpt)
         distiller.load_state_dict(state["distiller"])
         history = state["history"]
-        if acc.is_main_process:
+        if acc.is_main_process:  # drop metrics logged after the checkpoint (they will be logged again)
+            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             print(f"resumed from {ckpt} (step {distiller.step_count})")
     else:
         distiller.init()
