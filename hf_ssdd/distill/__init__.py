@@ -9,6 +9,7 @@ from hf_ssdd.distill.base import (
 )
 from hf_ssdd.distill.distilled_set import DistilledSet, DistilledSetError
 from hf_ssdd.distill.krr_st import KRRSTConfig, KRRSTDistiller, krr_predict
+from hf_ssdd.distill.subsets import KMeansSubset, RandomSubset, SubsetConfig
 
 __all__ = [
     "DistilledSet",
@@ -16,6 +17,9 @@ __all__ = [
     "Distiller",
     "KRRSTConfig",
     "KRRSTDistiller",
+    "KMeansSubset",
+    "RandomSubset",
+    "SubsetConfig",
     "create_distiller",
     "get_distiller_class",
     "krr_predict",

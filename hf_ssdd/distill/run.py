@@ -24,6 +24,7 @@ from hf_ssdd.data import load_image_source
 from hf_ssdd.distill.base import create_distiller, get_distiller_class
 from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.distill.krr_st import KRRSTConfig
+from hf_ssdd.distill.subsets import SubsetConfig
 from hf_ssdd.io import atomic_write_text
 from hf_ssdd.plots import save_curves, save_image_grid
 from hf_ssdd.teachers import Teacher
@@ -59,6 +60,8 @@ class DistillRunConfig:
     overwrite: bool = False
     log_with: str | None = None
     krr_st: KRRSTConfig = field(default_factory=KRRSTConfig)
+    random: SubsetConfig = field(default_factory=SubsetConfig)
+    kmeans: SubsetConfig = field(default_factory=SubsetConfig)
 
 
 class RunError(RuntimeError):
