@@ -24,6 +24,11 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
+    "quickstart": Command(
+        "the whole pipeline on real CIFAR-10 at small scale: teacher, KRR-ST, random subset, pre-train, linear probe",
+        "hf_ssdd.quickstart:run_quickstart",
+        "hf_ssdd.quickstart:QuickstartConfig",
+    ),
     "pretrain-teacher": Command(
         "train a Barlow Twins teacher and save it as an HF model",
         "hf_ssdd.ssl.train:train_teacher",
