@@ -96,21 +96,30 @@ def evaluation_markdown(rows: list[dict[str, Any]] | None, subject: str) -> str:
     return "\n".join([note, "", *lines])
 
 
-def eval_results(rows: list[dict[str, Any]] | None, source_name: str) -> list[Any] | None:
-    """``model-index`` entries (``huggingface_hub.EvalResult``) for the ``subject`` rows, or ``None``."""
+def eval_results(rows: list[dict[str, Any]] | None) -> list[Any] | None:
+    """``model-index`` entries (``huggingface_hub.EvalResult``) for the ``subject`` rows, or ``None``.
+
+    The Hub groups metrics by task type and dataset, so the protocol and label fraction go into each metric's
+    name and ``args`` (with the std over seeds), under one task per target dataset.
+    """
     from huggingface_hub import EvalResult
 
     results = [
         EvalResult(
             task_type="image-classification",
-            task_name=_row_task(row),
+            task_name="transfer learning (hf-ssdd transfer)",
             dataset_type=hub_dataset_id(row["target"]) or row["target"],
             dataset_name=row["target"],
             dataset_split="test",
             metric_type="accuracy",
             metric_name=f"top-1 accuracy (%), {_row_task(row)}",
             metric_value=round(float(row["mean"]), 4),
-            source_name=source_name,
+            metric_args={
+                "protocol": row["protocol"],
+                "label_fraction": row["label_fraction"],
+                "std": round(float(row["std"]), 4),
+                "num_seeds": len(row["seeds"]),
+            },
         )
         for row in rows or []
         if row.get("role") == "subject"
@@ -199,7 +208,7 @@ def model_card(
     method = set_meta.get("method")
     teacher_id = (set_meta.get("teacher") or {}).get("id")
     pretraining = set_meta.get("pretraining") or {}
-    results = eval_results(rows, source_name="hf_ssdd transfer")
+    results = eval_results(rows)
     tags = ["hf_ssdd", "image-feature-extraction", "self-supervised"]
     tags += ["teacher"] if encoder["role"] == "teacher" else ["dataset-distillation", "distilled-pretraining"]
     tags += [method] if method else []

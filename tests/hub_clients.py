@@ -1,0 +1,167 @@
+"""Client scripts for the Hub publishing tests, each run in a fresh process: ``python hub_clients.py SCENARIO WORK``.
+
+Inputs come from ``WORK/SCENARIO.args.json`` (and ``WORK/inputs.safetensors``); each scenario writes ``WORK/SCENARIO.json``
+and, where it has tensors, ``WORK/SCENARIO.safetensors``. The ``consume`` scenario runs with hf_ssdd blocked: it is
+what a user without the library does. Fresh processes matter because ``huggingface_hub.constants`` read
+``HF_ENDPOINT`` and the offline flags at import.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+
+def _card(ref: str) -> str:
+    """What ``Card.load`` takes: a local folder's README, or the repo id itself."""
+    return f"{ref}/README.md" if Path(ref).is_dir() else ref
+
+
+def consume(work: Path, args: dict) -> dict:
+    """Load a published set and encoders with datasets / transformers / timm only (hf_ssdd blocked)."""
+    sys.modules["hf_ssdd"] = None
+    import timm
+    import torch
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard, ModelCard
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+
+    x = load_file(work / "inputs.safetensors")["x"]
+    ds = load_dataset(args["dataset"], split="train").with_format("torch")
+    batch = ds[:]
+    streamed = list(load_dataset(args["dataset"], split="train", streaming=True).with_format("torch"))
+    try:
+        AutoModel.from_pretrained(args["custom"])
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    with torch.no_grad():
+        tensors = {
+            "pixel_values": batch["pixel_values"],
+            "target": batch["target"],
+            "streamed_pixel_values": torch.stack([row["pixel_values"] for row in streamed]),
+            "custom": AutoModel.from_pretrained(args["custom"], trust_remote_code=True)
+            .eval()(x)
+            .pooler_output,
+            "timm_auto": AutoModel.from_pretrained(args["timm"]).eval()(x).pooler_output,
+            "timm": timm.create_model(args["timm_prefix"] + args["timm"], pretrained=True).eval()(x),
+        }
+    save_file({k: v.contiguous() for k, v in tensors.items()}, work / "consume.safetensors")
+    custom_model = AutoModel.from_pretrained(args["custom"], trust_remote_code=True)
+    return {
+        "hf_ssdd_importable": "hf_ssdd" in sys.modules and sys.modules["hf_ssdd"] is not None,
+        "custom_module": type(custom_model).__module__,
+        "refused": refused,
+        "columns": ds.column_names,
+        "dataset_card": DatasetCard.load(_card(args["dataset"]), repo_type="dataset").data.to_dict(),
+        "custom_card": ModelCard.load(_card(args["custom"])).data.to_dict(),
+        "timm_card": ModelCard.load(_card(args["timm"])).data.to_dict(),
+    }
+
+
+def publish(work: Path, args: dict) -> dict:
+    """``hf-ssdd push`` of a run plus ``push_encoder`` of a timm encoder, then load both back with hf_ssdd."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from hf_ssdd.cli import main
+    from hf_ssdd.distill.distilled_set import DistilledSet
+    from hf_ssdd.hub import load_encoder, push_encoder
+
+    main(["push", args["run"], args["repo"], "--private"])
+    timm_commit = push_encoder(
+        args["timm_encoder"],
+        args["timm_repo"],
+        results=args["results"],
+        results_encoder="timm",
+        distilled_set_repo=args["repo"],
+    )
+    dset = DistilledSet.from_pretrained(args["repo"])
+    x = load_file(work / "inputs.safetensors")["x"]
+    with torch.no_grad():
+        tensors = {
+            "images": dset.images,
+            "targets": dset.targets,
+            "custom": load_encoder(args["repo"] + "-convnet")(x).pooler_output,
+            "timm": load_encoder(args["timm_repo"])(x).pooler_output,
+        }
+    save_file(tensors, work / "publish.safetensors")
+    return {"meta": dset.meta, "timm_commit_url": timm_commit.commit_url}
+
+
+def flaky(work: Path, args: dict) -> dict:
+    """Push a run while the server fails the first commit, then retry."""
+    from hf_ssdd.cli import main
+
+    try:
+        main(["push", args["run"], args["repo"]])
+        first = ""
+    except SystemExit as error:
+        first = str(error)
+    return {"first": first, "second": main(["push", args["run"], args["repo"]])}
+
+
+def schema(work: Path, args: dict) -> dict:
+    """Push a set, refuse one with other columns, replace it when asked, and push to a branch."""
+    from hub_testing import make_set
+    from huggingface_hub import HfApi
+
+    from hf_ssdd.distill.distilled_set import DistilledSet
+    from hf_ssdd.hub import SchemaMismatchError
+
+    api, repo = HfApi(), args["repo"]
+    make_set(target_dim=4).push_to_hub(repo)
+    api.upload_file(
+        path_or_fileobj=b"stale",
+        path_in_repo="data/train-00001-of-00002.parquet",
+        repo_id=repo,
+        repo_type="dataset",
+    )
+    make_set(target_dim=4, seed=1).push_to_hub(repo)  # same columns: accepted, stale shard deleted
+    files_same = api.list_repo_files(repo, repo_type="dataset")
+    sha = api.dataset_info(repo).sha
+    try:
+        make_set(target_dim=6).push_to_hub(repo)
+        refused = ""
+    except SchemaMismatchError as error:
+        refused = str(error)
+    unchanged = api.dataset_info(repo).sha == sha
+    make_set(target_dim=6).push_to_hub(repo, overwrite_schema=True)
+    make_set(target_dim=5).push_to_hub(repo, revision="dev", overwrite_schema=True)
+    return {
+        "files_after_same_schema_push": files_same,
+        "refused": refused,
+        "unchanged_after_refusal": unchanged,
+        "main_target_dim": DistilledSet.from_pretrained(repo).target_dim,
+        "dev_target_dim": DistilledSet.from_pretrained(repo, revision="dev").target_dim,
+    }
+
+
+def installed(work: Path, args: dict) -> dict:
+    """Render both cards from an installed copy of hf_ssdd (templates shipped as package data)."""
+    import hf_ssdd
+    from hf_ssdd.cards import model_card, template_path
+    from hf_ssdd.distill.distilled_set import DistilledSet
+
+    dset = DistilledSet.load(args["dataset_folder"])
+    folder = dset.save(work / "installed_set", repo_id="org/installed")
+    encoder = {
+        "role": "encoder",
+        "format": "transformers",
+        "architecture": "ssdd_convnet",
+        "num_features": 32,
+    }
+    card = model_card({**encoder, "image_size": 8, "mean": None, "std": None}, "org/installed-convnet")
+    return {
+        "package": hf_ssdd.__file__,
+        "templates": [str(template_path(name)) for name in ("dataset_card.md", "model_card.md")],
+        "dataset_card": (folder / "README.md").read_text(),
+        "model_card": str(card),
+    }
+
+
+if __name__ == "__main__":
+    scenario, work_dir = sys.argv[1], Path(sys.argv[2])
+    arguments = json.loads((work_dir / f"{scenario}.args.json").read_text())
+    report = globals()[scenario](work_dir, arguments)
+    (work_dir / f"{scenario}.json").write_text(json.dumps(report, indent=2, default=str))
