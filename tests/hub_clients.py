@@ -137,6 +137,43 @@ def schema(work: Path, args: dict) -> dict:
     }
 
 
+def live(work: Path, args: dict) -> dict:
+    """``push_run`` to private throwaway repos on huggingface.co, load back, always delete the repos."""
+    import uuid
+
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo = f"{api.whoami()['name']}/hf-ssdd-test-{uuid.uuid4().hex[:8]}"
+    repos = [(repo, "dataset"), (f"{repo}-convnet", "model")]
+    try:
+        report = _live_round_trip(api, Path(args["run"]), repos)
+    finally:
+        for repo_id, repo_type in repos:
+            api.delete_repo(repo_id, repo_type=repo_type, missing_ok=True)
+    return {**report, "still_exists": [api.repo_exists(r, repo_type=t) for r, t in repos]}
+
+
+def _live_round_trip(api, run: Path, repos: list) -> dict:
+    import torch
+    from datasets import load_dataset
+
+    from hf_ssdd.distill.distilled_set import DistilledSet
+    from hf_ssdd.hub import load_encoder, push_run
+
+    push_run(run, repos[0][0], private=True)
+    local, hub = DistilledSet.load(run / "distilled"), DistilledSet.from_pretrained(repos[0][0])
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        encoders = [load_encoder(ref)(x).pooler_output for ref in (run / "encoder", repos[1][0])]
+    return {
+        "private": [api.repo_info(r, repo_type=t).private for r, t in repos],
+        "set_equal": torch.equal(local.images, hub.images) and torch.equal(local.targets, hub.targets),
+        "encoder_equal": torch.equal(*encoders),
+        "load_dataset_rows": load_dataset(repos[0][0], split="train").num_rows,
+    }
+
+
 def installed(work: Path, args: dict) -> dict:
     """Render both cards from an installed copy of hf_ssdd (templates shipped as package data)."""
     import hf_ssdd
