@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".png")
 _API = re.compile(
-    r"^/api/(model|dataset)s/([^/]+/[^/]+)(?:/(revision|tree|preupload|commit|paths-info|branch)(?:/(.*))?)?$"
+    r"^/api/(model|dataset)s/([^/]+/[^/]+)(?:/(revision|tree|preupload|commit|branch)(?:/(.*))?)?$"
 )
 _RESOLVE = re.compile(r"^/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _LFS_BATCH = re.compile(r"^/(datasets/)?([^/]+/[^/]+)\.git/info/lfs/objects/batch$")
@@ -51,7 +51,6 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.blobs: dict[str, bytes] = {}
-        self.commit_requests = 0
         self.fail_next_commits = 0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -186,19 +185,14 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self._send(200, {**info, "lastModified": "2024-01-01T00:00:00.000Z", "cardData": {}})
 
         def _resolve(self, match: re.Match) -> None:
-            repo_type = "dataset" if match[1] else "model"
-            if (repo := self._repo(repo_type, match[2])) is None or (
-                found := self._files(repo, match[3])
-            ) is None:
+            repo = self._repo("dataset" if match[1] else "model", match[2])
+            if repo is None or (found := self._files(repo, match[3])) is None:
                 return
             sha, files = found
             if (data := files.get(match[4])) is None:
                 return self._error(404, "EntryNotFound", f"{match[4]} does not exist")
-            headers = {
-                "X-Repo-Commit": sha,
-                "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-                "Accept-Ranges": "bytes",
-            }
+            etag = f'"{hashlib.sha256(data).hexdigest()}"'
+            headers = {"X-Repo-Commit": sha, "ETag": etag, "Accept-Ranges": "bytes"}
             if ranged := re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "")):
                 start = int(ranged[1])
                 end = min(int(ranged[2]) if ranged[2] else len(data) - 1, len(data) - 1)
@@ -220,29 +214,23 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, {"errors": [], "warnings": []})
             if path == "/api/repos/create":
                 return self._create(json.loads(body))
-            if match := _LFS_BATCH.match(path):
-                objects = [
-                    {"oid": o["oid"], "size": o["size"], "authenticated": True}
-                    | (
-                        {}
-                        if o["oid"] in hub.blobs
-                        else {"actions": {"upload": {"href": f"{hub.url}/lfs-upload/{o['oid']}"}}}
-                    )
-                    for o in json.loads(body)["objects"]
-                ]
+            if _LFS_BATCH.match(path):
+                objects = [self._lfs_object(o) for o in json.loads(body)["objects"]]
                 return self._send(200, {"transfer": "basic", "objects": objects})
-            if not (match := _API.match(path)) or match[3] not in (
-                "preupload",
-                "commit",
-                "paths-info",
-                "branch",
-            ):
+            if not (match := _API.match(path)) or match[3] not in ("preupload", "commit", "branch"):
                 return self._error(404, "EntryNotFound", f"no route {path}")
             repo_type, repo_id, action, revision = match.groups()
             if (repo := self._repo(repo_type, repo_id)) is None:
                 return
             with hub.lock:
-                getattr(self, f"_{action.replace('-', '_')}")(repo, revision, body)
+                getattr(self, f"_{action}")(repo, revision, body)
+
+        def _lfs_object(self, obj: dict) -> dict:
+            """A batch answer: an upload action, or none when the blob is already stored."""
+            answer = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if obj["oid"] not in hub.blobs:
+                answer["actions"] = {"upload": {"href": f"{hub.url}/lfs-upload/{obj['oid']}"}}
+            return answer
 
         def _create(self, payload: dict) -> None:
             repo_id = "/".join(filter(None, [payload.get("organization"), payload["name"]]))
@@ -256,36 +244,21 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self._send(200, {"url": url, "name": repo_id})
 
         def _preupload(self, repo: Repo, revision: str, body: bytes) -> None:
+            paths = [f["path"] for f in json.loads(body)["files"]]
             modes = [
-                {
-                    "path": f["path"],
-                    "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular",
-                    "shouldIgnore": False,
-                }
-                for f in json.loads(body)["files"]
+                {"path": p, "uploadMode": "lfs" if p.endswith(LFS_SUFFIXES) else "regular"} for p in paths
             ]
-            self._send(200, {"files": modes})
+            self._send(200, {"files": [{**mode, "shouldIgnore": False} for mode in modes]})
 
         def _commit(self, repo: Repo, revision: str, body: bytes) -> None:
-            hub.commit_requests += 1
             if hub.fail_next_commits > 0:
                 hub.fail_next_commits -= 1
                 return self._error(500, "InternalError", "injected failure")
             sha = hub.commit(repo, revision, [json.loads(line) for line in body.splitlines() if line.strip()])
             if sha is None:
                 return self._error(422, "LfsObjectMissing", "an LFS object was not uploaded")
-            self._send(
-                200, {"commitUrl": f"{repo.url}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
-            )
-
-        def _paths_info(self, repo: Repo, revision: str, body: bytes) -> None:
-            if (found := self._files(repo, revision)) is None:
-                return
-            files = found[1]
-            form = parse_qs(body.decode()) if not body.startswith(b"{") else json.loads(body)
-            wanted = [p.strip("/") for p in form.get("paths", [])]
-            dirs = {p.rsplit("/", i)[0] for p in files for i in range(1, p.count("/") + 1)}
-            self._send(200, [_entry(p, files) for p in wanted if p in files or p in dirs])
+            url = f"{repo.url}/commit/{sha}"
+            self._send(200, {"commitUrl": url, "commitOid": sha, "pullRequestUrl": None})
 
         def _branch(self, repo: Repo, branch: str, body: bytes) -> None:
             if branch in repo.branches:
