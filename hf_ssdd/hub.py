@@ -37,6 +37,7 @@ RepoType = Literal["dataset", "model"]
 Role = Literal["encoder", "teacher"]
 BASELINES = (NO_PRETRAINING, RANDOM_SUBSET)
 DATASET_DELETE_PATTERNS = ("data/*",)
+DATA_SUFFIXES = (".parquet", ".arrow")
 MODEL_DELETE_PATTERNS = ("*.safetensors", "*.bin", "*.py")
 ResultsLike = TransferResults | Mapping[str, Any] | str | Path
 
@@ -121,15 +122,20 @@ def upload_folder_in_one_commit(
         raise _network_error(f"pushing {folder} to the {repo_type} repo {repo_id}", error) from error
 
 
-def _remote_card_features(repo_id: str, token: str | None, revision: str | None) -> tuple[bool, Any]:
-    """``(repo holds files, features of its card's default config or None)`` for a dataset repo."""
+def _holds_data(path: str) -> bool:
+    return path.startswith("data/") or path.endswith(DATA_SUFFIXES)
+
+
+def _remote_schema(repo_id: str, token: str | None, revision: str | None) -> tuple[bool, Any]:
+    """``(repo holds data files, its card's features for the default config or None)`` for a dataset repo."""
     from huggingface_hub import DatasetCard, HfApi, hf_hub_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         files = HfApi(token=token).list_repo_files(repo_id, repo_type="dataset", revision=revision)
-        if "README.md" not in files:
-            return bool(files), None
+        has_data = any(_holds_data(path) for path in files)
+        if not has_data or "README.md" not in files:
+            return has_data, None
         readme = hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision, token=token)
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return False, None
@@ -142,30 +148,32 @@ def _remote_card_features(repo_id: str, token: str | None, revision: str | None)
 
 
 def _describe_features(features: Any) -> str:
+    """``name: {type}`` for each column of a card's ``dataset_info.features``."""
     if not isinstance(features, list):
         return repr(features)
-    return ", ".join(
-        f"{f.get('name')}: { ({k: v for k, v in f.items() if k != 'name'}) }"
-        for f in features
-        if isinstance(f, dict)
-    )
+    columns = []
+    for column in features:
+        dtype = {key: value for key, value in column.items() if key != "name"}
+        columns.append(f"{column.get('name')}: {dtype}")
+    return ", ".join(columns)
 
 
 def check_schema(
     repo_id: str, features: list[Any], token: str | None = None, revision: str | None = None
 ) -> None:
-    """Refuse to push over a dataset repo whose card declares other columns (or none while holding data).
+    """Refuse to push over a dataset repo that holds data whose card declares other columns (or none).
 
     Raises:
         SchemaMismatchError: naming the repo's and the new columns.
+        HubError: the repo cannot be read.
     """
-    has_files, remote = _remote_card_features(repo_id, token, revision)
-    if remote == features or not has_files:
+    has_data, remote = _remote_schema(repo_id, token, revision)
+    if not has_data or remote == features:
         return
     if remote is None:
         raise SchemaMismatchError(
-            f"dataset repo {repo_id} already holds files but its card declares no columns; refusing to overwrite "
-            "it. Pass overwrite_schema=True (--overwrite_schema) to replace its data, or choose another repo"
+            f"dataset repo {repo_id} already holds data but its card declares no columns; nothing was pushed. "
+            "Pass overwrite_schema=True (--overwrite_schema) to replace its data, or choose another repo"
         )
     raise SchemaMismatchError(
         f"dataset repo {repo_id} already holds a set with other columns; nothing was pushed.\n"
@@ -255,23 +263,16 @@ def describe_encoder(model: nn.Module, role: Role = "encoder") -> dict[str, Any]
         )
     if isinstance(model, TimmBackbone):
         cfg = model.model.pretrained_cfg
-        fmt, arch, size = "timm", cfg["architecture"], cfg["input_size"][-1]
+        info = {"format": "timm", "architecture": cfg["architecture"], "image_size": cfg["input_size"][-1]}
         mean, std = cfg.get("mean"), cfg.get("std")
     else:
         config = model.config
-        fmt, arch, size, mean, std = (
-            "transformers",
-            config.model_type,
-            config.image_size,
-            config.mean,
-            config.std,
-        )
+        info = {"format": "transformers", "architecture": config.model_type, "image_size": config.image_size}
+        mean, std = config.mean, config.std
     return {
         "role": role,
-        "format": fmt,
-        "architecture": arch,
+        **info,
         "num_features": int(model.num_features),
-        "image_size": int(size),
         "mean": [float(v) for v in mean] if mean is not None else None,
         "std": [float(v) for v in std] if std is not None else None,
     }
@@ -501,12 +502,17 @@ def check_run(run_dir: str | Path) -> dict[str, Path]:
         artifacts["encoder"] = encoder
     transfer = run / "transfer"
     if transfer.exists():
-        if not (transfer / "results.json").is_file():
+        results = transfer / "results.json"
+        if not results.is_file():
             raise IncompleteRunError(
                 f"{transfer} has no results.json: the transfer evaluation has not finished; finish it, or remove "
                 "transfer/ to publish without results"
             )
-        artifacts["results"] = transfer / "results.json"
+        try:
+            load_results(results)
+        except ValueError as error:  # json.JSONDecodeError is one
+            raise IncompleteRunError(f"{results} is not a valid transfer results file: {error}") from error
+        artifacts["results"] = results
     return artifacts
 
 

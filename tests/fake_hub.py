@@ -240,7 +240,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if (repo_type, repo_id) in hub.repos:
                     return self._send(409, {"error": "You already created this repo", "url": url})
                 repo = hub.repos[(repo_type, repo_id)] = Repo(url, payload.get("visibility") == "private")
-                hub.commit(repo, "main", [])
+                hub.commit(
+                    repo, "main", [{"key": "file", "value": {"path": ".gitattributes", "content": ""}}]
+                )
             self._send(200, {"url": url, "name": repo_id})
 
         def _preupload(self, repo: Repo, revision: str, body: bytes) -> None:

@@ -128,7 +128,15 @@ def schema(work: Path, args: dict) -> dict:
     unchanged = api.dataset_info(repo).sha == sha
     make_set(target_dim=6).push_to_hub(repo, overwrite_schema=True)
     make_set(target_dim=5).push_to_hub(repo, revision="dev", overwrite_schema=True)
+    foreign = api.create_repo(f"{repo}-foreign", repo_type="dataset").repo_id
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="train.parquet", repo_id=foreign, repo_type="dataset")
+    try:
+        make_set().push_to_hub(foreign)
+        refused_foreign = ""
+    except SchemaMismatchError as error:
+        refused_foreign = str(error)
     return {
+        "refused_foreign": refused_foreign,
         "files_after_same_schema_push": files_same,
         "refused": refused,
         "unchanged_after_refusal": unchanged,

@@ -62,23 +62,29 @@ def test_encoders_round_trip_with_identical_outputs(published):
 
 
 def test_each_repo_is_one_commit_with_the_expected_files(published, hub):
-    assert set(hub.repos) == {("dataset", REPO), ("model", ENCODER_REPO), ("model", TIMM_REPO)}
-    for key, repo in hub.repos.items():
-        assert len(repo.commits) == 2, key  # the repo's creation + one upload commit
+    for key in (("dataset", REPO), ("model", ENCODER_REPO), ("model", TIMM_REPO)):
+        assert len(hub.repos[key].commits) == 2, key  # the repo's creation + one upload commit
     assert hub.repos[("dataset", REPO)].private and hub.repos[("model", ENCODER_REPO)].private
     assert set(hub.repo_files("dataset", REPO)) == {
+        ".gitattributes",
         "README.md",
         "preview.png",
         "data/train-00000-of-00001.parquet",
     }
     assert set(hub.repo_files("model", ENCODER_REPO)) == {
+        ".gitattributes",
         "README.md",
         "config.json",
         "model.safetensors",
         "configuration_ssdd.py",
         "modeling_ssdd.py",
     }
-    assert set(hub.repo_files("model", TIMM_REPO)) == {"README.md", "config.json", "model.safetensors"}
+    assert set(hub.repo_files("model", TIMM_REPO)) == {
+        ".gitattributes",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +147,6 @@ def test_schema_mismatch_is_refused_unless_asked(hub, tmp_path):
     assert "other columns" in report["refused"] and "length: 4" in report["refused"].replace("'", "")
     assert report["unchanged_after_refusal"]
     assert report["main_target_dim"] == 6 and report["dev_target_dim"] == 5
+    assert "declares no columns" in report["refused_foreign"]
+    foreign = hub.repo_files("dataset", "org/schema-foreign")
+    assert set(foreign) == {".gitattributes", "train.parquet"}  # nothing overwritten

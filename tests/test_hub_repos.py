@@ -248,6 +248,9 @@ def test_transfer_rows_pick_the_subject_and_baselines(tmp_path):
 def test_unfinished_runs_are_refused(tmp_path):
     run = make_run(tmp_path / "run")
     assert set(check_run(run)) == {"distilled", "encoder", "results"}
+    (run / "transfer" / "results.json").write_text('{"schema_version": 1, "rows": []}')
+    with pytest.raises(IncompleteRunError, match="not a valid transfer results file.*metadata"):
+        check_run(run)
     (run / "transfer" / "results.json").unlink()
     with pytest.raises(IncompleteRunError, match="transfer/results.json|results.json"):
         check_run(run)
