@@ -46,9 +46,6 @@ def _markdown_table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-PROTOCOL_NAMES = {"linear_probe": "linear probe", "finetune": "fine-tuning", "knn": "kNN"}
-
-
 def hub_dataset_id(ref: str | None) -> str | None:
     """The Hub id of a dataset reference: the catalog's id for a short name, the reference itself for ``org/name``,
     ``None`` for a local path or an unknown name."""
@@ -64,6 +61,8 @@ def hub_dataset_id(ref: str | None) -> str | None:
 
 
 def _row_task(row: dict[str, Any]) -> str:
+    from hf_ssdd.transfer.report import PROTOCOL_NAMES
+
     protocol = PROTOCOL_NAMES.get(row["protocol"], row["protocol"])
     return f"{protocol}, {100 * row['label_fraction']:g}% labels"
 

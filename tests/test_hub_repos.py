@@ -132,7 +132,7 @@ def test_custom_model_folder_card_and_files(repos):
     results = data.eval_results
     assert [(r.metric_name, r.dataset_type, r.metric_type) for r in results] == [
         ("top-1 accuracy (%), linear probe, 100% labels", "uoft-cs/cifar10", "accuracy"),
-        ("top-1 accuracy (%), fine-tuning, 10% labels", "uoft-cs/cifar10", "accuracy"),
+        ("top-1 accuracy (%), fine-tune, 10% labels", "uoft-cs/cifar10", "accuracy"),
     ]
     assert [r.metric_value for r in results] == pytest.approx([45.25, 35.25])
     assert results[1].metric_args == {
@@ -318,3 +318,4 @@ def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
         path.startswith(str(tmp_path / "site" / "hf_ssdd" / "model_cards")) for path in report["templates"]
     )
     assert "## De-normalize" in report["dataset_card"] and "## Fine-tune it" in report["model_card"]
+    assert "normalization not recorded" in report["model_card"]
