@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from hf_ssdd.config import load_yaml
 from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.models import Backbone, TimmBackbone
 from hf_ssdd.transfer.encoders import NO_PRETRAINING, RANDOM_SUBSET
@@ -534,7 +535,8 @@ def push_run(
     """Publish a finished run: the distilled set to ``repo_id`` and its encoder (if any) to a model repo.
 
     Each repo gets one commit; the cards link each other and carry the run's transfer results (or say "not
-    evaluated"). The set is pushed first; the run folder is never modified.
+    evaluated"), and the set's card also the run's ``config.yaml`` (``hf_ssdd.run_config``). The set is pushed
+    first; the run folder is never modified.
 
     Args:
         run_dir: a run folder holding ``distilled/`` and optionally ``encoder/`` and ``transfer/results.json``.
@@ -559,6 +561,8 @@ def push_run(
     results = load_results(artifacts["results"]) if "results" in artifacts else None
     encoder = load_encoder(artifacts["encoder"]) if "encoder" in artifacts else None
     meta = dict(dset.meta)
+    if (run / "config.yaml").is_file():
+        meta["run_config"] = load_yaml(run / "config.yaml")
     if encoder is not None:
         encoder_repo = encoder_repo or default_encoder_repo(
             repo_id, describe_encoder(encoder)["architecture"]

@@ -50,7 +50,7 @@ def test_set_round_trips_bit_exactly(published):
     loaded = load_file(work / "publish.safetensors")
     assert torch.equal(loaded["images"], dset.images) and torch.equal(loaded["targets"], dset.targets)
     meta = report["meta"]
-    assert meta["encoder_repos"] == [ENCODER_REPO]
+    assert meta["encoder_repos"] == [ENCODER_REPO] and meta["run_config"] == {"method": "krr_st"}
     assert {key: meta[key] for key in dset.meta} == dset.meta
     assert tree_digest(run) == digest  # publishing never writes into the run
 

@@ -217,15 +217,20 @@ class DistilledSet:
         )
 
     @classmethod
-    def from_pretrained(cls, repo_id_or_folder: str | Path, revision: str | None = None) -> DistilledSet:
-        """Load from a local folder or a Hub dataset repo (``org/name``, at ``revision``)."""
+    def from_pretrained(
+        cls, repo_id_or_folder: str | Path, revision: str | None = None, token: str | None = None
+    ) -> DistilledSet:
+        """Load from a local folder or a Hub dataset repo (``org/name``, at ``revision``; ``token`` for private
+        repos, default: the logged-in one)."""
         path = Path(repo_id_or_folder).expanduser()
         if path.is_dir():
             return cls.load(path)
         from huggingface_hub import snapshot_download
 
         try:
-            local = snapshot_download(repo_id=str(repo_id_or_folder), repo_type="dataset", revision=revision)
+            local = snapshot_download(
+                repo_id=str(repo_id_or_folder), repo_type="dataset", revision=revision, token=token
+            )
         except Exception as e:
             raise DistilledSetError(
                 f"cannot load distilled set {repo_id_or_folder!r}: not a local folder and the Hub copy is unavailable "
