@@ -32,6 +32,7 @@ from transformers import AutoModel
 import hf_ssdd.models.hub as hub_package
 from hf_ssdd.cli import _positional_to_options, main
 from hf_ssdd.hub import (
+    HubError,
     IncompleteRunError,
     build_model_repo,
     check_run,
@@ -223,6 +224,18 @@ def test_head_is_dropped_without_touching_the_model(tmp_path):
     build_model_repo(model, tmp_path / "repo", "org/x")
     assert model.head.out_features == 5
     assert load_encoder(tmp_path / "repo").num_features == model.num_features
+
+
+def test_pushing_offline_fails_cleanly(tmp_path):
+    """This process runs with HF_HUB_OFFLINE=1 (conftest): every push must fail with HubError, touching nothing."""
+    dset = make_set()
+    with pytest.raises(HubError, match="Nothing local was changed; run the same command again"):
+        dset.push_to_hub("org/x")
+    run = make_run(tmp_path / "run", evaluated=None)
+    before = tree_digest(run)
+    with pytest.raises(SystemExit, match="hf-ssdd push: .*OfflineModeIsEnabled"):
+        main(["push", str(run), "org/x"])
+    assert tree_digest(run) == before
 
 
 def test_push_encoder_needs_a_row_of_this_encoder(tmp_path):
