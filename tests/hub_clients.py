@@ -1,8 +1,8 @@
 """Client scripts for the Hub publishing tests, each run in a fresh process: ``python hub_clients.py SCENARIO WORK``.
 
-Inputs come from ``WORK/SCENARIO.args.json`` (and ``WORK/inputs.safetensors``); each scenario writes ``WORK/SCENARIO.json``
-and, where it has tensors, ``WORK/SCENARIO.safetensors``. The ``consume`` scenario runs with hf_ssdd blocked: it is
-what a user without the library does. Fresh processes matter because ``huggingface_hub.constants`` read
+Inputs come from ``WORK/SCENARIO.args.json`` (and ``WORK/inputs.safetensors``); each scenario writes
+``WORK/SCENARIO.json`` and, where it has tensors, ``WORK/SCENARIO.safetensors``. The ``consume`` scenario runs with
+hf_ssdd blocked: it is what a user without the library does. Fresh processes matter because ``huggingface_hub.constants`` read
 ``HF_ENDPOINT`` and the offline flags at import.
 """
 
@@ -18,7 +18,10 @@ def _card(ref: str) -> str:
 
 def consume(work: Path, args: dict) -> dict:
     """Load a published set and encoders with datasets / transformers / timm only (hf_ssdd blocked)."""
-    sys.modules["hf_ssdd"] = None
+    from importlib.util import find_spec
+
+    on_path = find_spec("hf_ssdd") is not None
+    sys.modules["hf_ssdd"] = None  # importing it fails even if it were on the path
     import timm
     import torch
     from datasets import load_dataset
@@ -35,22 +38,20 @@ def consume(work: Path, args: dict) -> dict:
         refused = ""
     except ValueError as error:
         refused = str(error)
+    custom = AutoModel.from_pretrained(args["custom"], trust_remote_code=True).eval()
     with torch.no_grad():
         tensors = {
             "pixel_values": batch["pixel_values"],
             "target": batch["target"],
             "streamed_pixel_values": torch.stack([row["pixel_values"] for row in streamed]),
-            "custom": AutoModel.from_pretrained(args["custom"], trust_remote_code=True)
-            .eval()(x)
-            .pooler_output,
+            "custom": custom(x).pooler_output,
             "timm_auto": AutoModel.from_pretrained(args["timm"]).eval()(x).pooler_output,
             "timm": timm.create_model(args["timm_prefix"] + args["timm"], pretrained=True).eval()(x),
         }
     save_file({k: v.contiguous() for k, v in tensors.items()}, work / "consume.safetensors")
-    custom_model = AutoModel.from_pretrained(args["custom"], trust_remote_code=True)
     return {
-        "hf_ssdd_importable": "hf_ssdd" in sys.modules and sys.modules["hf_ssdd"] is not None,
-        "custom_module": type(custom_model).__module__,
+        "hf_ssdd_on_path": on_path,
+        "custom_module": type(custom).__module__,
         "refused": refused,
         "columns": ds.column_names,
         "dataset_card": DatasetCard.load(_card(args["dataset"]), repo_type="dataset").data.to_dict(),
