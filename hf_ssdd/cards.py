@@ -47,8 +47,8 @@ def _markdown_table(rows: dict[str, Any]) -> str:
 
 
 def hub_dataset_id(ref: str | None) -> str | None:
-    """The Hub id of a dataset reference: the catalog's id for a short name, the reference itself for ``org/name``,
-    ``None`` for a local path or an unknown name."""
+    """The Hub id of a dataset reference: the catalog's id for a short name, the reference itself for
+    ``org/name``, ``None`` for a local path or an unknown name."""
     from hf_ssdd.data import get_spec
 
     if not ref:

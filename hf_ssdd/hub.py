@@ -2,8 +2,9 @@
 
 Every repo is first built as a local folder that the stock consumers load (``datasets.load_dataset``,
 ``transformers.AutoModel``, ``timm.create_model("local-dir:...")``), then uploaded in ONE commit with
-``HfApi.create_commit`` (``upload_folder`` may split a large folder into several commits when hf_xet is installed).
-Folders are built in a temporary directory: a failed push leaves the local run untouched and can simply be retried.
+``HfApi.create_commit`` (``upload_folder`` may split a large folder into several commits when hf_xet is
+installed). Folders are built in a temporary directory: a failed push leaves the local run untouched and can
+simply be retried.
 
 - Dataset repo: the :class:`~hf_ssdd.distill.DistilledSet` folder (``data/train-*.parquet``, ``README.md``,
   ``preview.png``). Shards of an earlier push are deleted in the same commit; a repo whose card declares other
@@ -56,8 +57,8 @@ class SchemaMismatchError(ValueError):
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
-    """What a failed Hub call raises: the HTTP client's errors (status and transport; ``HfHubHTTPError`` is one)
-    and ``OSError`` (e.g. ``OfflineModeIsEnabled``)."""
+    """What a failed Hub call raises: the HTTP client's errors (status and transport; ``HfHubHTTPError`` is
+    one) and ``OSError`` (e.g. ``OfflineModeIsEnabled``)."""
     from huggingface_hub import errors
 
     return (errors.HTTPError, OSError)
@@ -70,7 +71,7 @@ def _network_error(action: str, error: Exception) -> HubError:
     )
 
 
-# ---------------------------------------------------------------------------------------------------- uploads
+# --------------------------------------------------------------------------------------------------- uploads
 def upload_folder_in_one_commit(
     folder: str | Path,
     repo_id: str,
@@ -173,8 +174,9 @@ def check_schema(
         return
     if remote is None:
         raise SchemaMismatchError(
-            f"dataset repo {repo_id} already holds data but its card declares no columns; nothing was pushed. "
-            "Pass overwrite_schema=True (--overwrite_schema) to replace its data, or choose another repo"
+            f"dataset repo {repo_id} already holds data but its card declares no columns; nothing was "
+            "pushed. Pass overwrite_schema=True (--overwrite_schema) to replace its data, or choose another "
+            "repo"
         )
     raise SchemaMismatchError(
         f"dataset repo {repo_id} already holds a set with other columns; nothing was pushed.\n"
@@ -213,7 +215,7 @@ def push_distilled_set(
         )
 
 
-# ---------------------------------------------------------------------------------------------------- encoders
+# --------------------------------------------------------------------------------------------------- encoders
 def _resolve_model_folder(ref: str | Path, revision: str | None, token: str | None) -> Path:
     path = Path(ref).expanduser()
     if path.is_dir():
@@ -231,10 +233,10 @@ def _resolve_model_folder(ref: str | Path, revision: str | None, token: str | No
 def load_encoder(
     repo_id_or_folder: str | Path, revision: str | None = None, token: str | None = None
 ) -> nn.Module:
-    """Load a published encoder or teacher (local folder or Hub model id) as an hf_ssdd backbone, in eval mode.
+    """Load a published encoder or teacher (folder or Hub model id) as an hf_ssdd backbone in eval mode.
 
-    timm-format repos (``config.json`` with ``pretrained_cfg``) become a :class:`TimmBackbone`; hf_ssdd models load
-    with ``AutoModel`` and the library's own classes (no remote code).
+    timm-format repos (``config.json`` with ``pretrained_cfg``) become a :class:`TimmBackbone`; hf_ssdd models
+    load with ``AutoModel`` and the library's own classes (no remote code).
 
     Raises:
         ValueError: the folder does not exist or holds no ``config.json``.
@@ -301,8 +303,9 @@ def build_model_repo(
 ) -> Path:
     """Write a model repo folder: the trunk's ``save_pretrained`` output and a ``README.md`` card.
 
-    A folder argument is loaded with :func:`load_encoder` and saved again, so that any hf_ssdd or timm folder comes
-    out in the publishing format (timm format with the exporter fixes; hf_ssdd models with ``auto_map`` code).
+    A folder argument is loaded with :func:`load_encoder` and saved again, so that any hf_ssdd or timm folder
+    comes out in the publishing format (timm format with the exporter fixes; hf_ssdd models with ``auto_map``
+    code).
 
     Args:
         model_or_folder: a backbone, or a saved encoder / teacher folder or model id.
@@ -349,8 +352,8 @@ def push_encoder(
         token: Hub token (default: the logged-in one).
         revision: branch to commit to (created if missing); default ``main``.
         commit_message: default "Upload encoder with hf_ssdd".
-        results: transfer results (``TransferResults``, its dict, or a ``results.json`` path); the rows of this
-            encoder go into the card's ``model-index``, with the baselines in the card text.
+        results: transfer results (``TransferResults``, its dict, or a ``results.json`` path); the rows of
+            this encoder go into the card's ``model-index``, with the baselines in the card text.
         results_encoder: the encoder's name in ``results``; default: the encoder whose recorded source is
             ``model_or_folder``.
         distilled_set_repo: the dataset repo it was pre-trained on (card ``datasets`` and link).
@@ -398,7 +401,7 @@ def _push_model(
     commit_message: str,
     **card: Any,
 ) -> Any:
-    """Build the model repo in a temporary folder (``card``: :func:`build_model_repo` options) and upload it."""
+    """Build the model repo in a temporary folder and upload it (``card``: :func:`build_model_repo` args)."""
     with tempfile.TemporaryDirectory(prefix="hf_ssdd_push_") as tmp:
         folder = build_model_repo(model_or_folder, Path(tmp) / "repo", repo_id, **card)
         return upload_folder_in_one_commit(
@@ -413,7 +416,7 @@ def _push_model(
         )
 
 
-# ---------------------------------------------------------------------------------------------------- results
+# --------------------------------------------------------------------------------------------------- results
 def load_results(results: ResultsLike) -> TransferResults:
     """``TransferResults`` from itself, its dict or a ``results.json`` path (validated)."""
     if isinstance(results, TransferResults):
@@ -473,9 +476,9 @@ def _encoder_rows(results: TransferResults, run: Path, encoder: nn.Module) -> li
     return [row for row in rows if row["role"] == "baseline" or _same_network(row["architecture"], encoder)]
 
 
-# ---------------------------------------------------------------------------------------------------- runs
+# --------------------------------------------------------------------------------------------------- runs
 def check_run(run_dir: str | Path) -> dict[str, Path]:
-    """The publishable artifacts of a finished run: ``distilled`` and, when present, ``encoder`` / ``results``.
+    """The publishable artifacts of a finished run: ``distilled``, and ``encoder`` / ``results`` if present.
 
     Raises:
         IncompleteRunError: naming the missing or unfinished artifact.
@@ -506,8 +509,8 @@ def check_run(run_dir: str | Path) -> dict[str, Path]:
         results = transfer / "results.json"
         if not results.is_file():
             raise IncompleteRunError(
-                f"{transfer} has no results.json: the transfer evaluation has not finished; finish it, or remove "
-                "transfer/ to publish without results"
+                f"{transfer} has no results.json: the transfer evaluation has not finished; finish it, or "
+                "remove transfer/ to publish without results"
             )
         try:
             load_results(results)
@@ -518,7 +521,7 @@ def check_run(run_dir: str | Path) -> dict[str, Path]:
 
 
 def default_encoder_repo(repo_id: str, architecture: str) -> str:
-    """``<repo_id>-<architecture>``, e.g. ``org/cifar10-krrst`` + ``ssdd_convnet`` → ``org/cifar10-krrst-convnet``."""
+    """``<repo_id>-<architecture>``: ``org/c10-krrst`` + ``ssdd_convnet`` → ``org/c10-krrst-convnet``."""
     return f"{repo_id}-{architecture.removeprefix('ssdd_').replace('_', '-')}"
 
 
@@ -539,7 +542,8 @@ def push_run(
     first; the run folder is never modified.
 
     Args:
-        run_dir: a run folder holding ``distilled/`` and optionally ``encoder/`` and ``transfer/results.json``.
+        run_dir: a run folder holding ``distilled/`` and optionally ``encoder/`` and
+            ``transfer/results.json``.
         repo_id: the dataset repo.
         encoder_repo: the model repo; default :func:`default_encoder_repo`.
         private: create the repos as private.

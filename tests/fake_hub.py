@@ -2,14 +2,15 @@
 
 An in-memory ``http.server.ThreadingHTTPServer`` on 127.0.0.1 that speaks the subset of the Hub HTTP API that
 huggingface_hub 2.4, datasets 5.2, transformers 5.23 and timm 1.0.31 call to create repos, upload (LFS "basic"
-transfer), commit, list, and download files with ``Range`` requests (``hf_integration.md`` §3.3). Point clients at
-it with :meth:`FakeHub.client_env` (``HF_ENDPOINT``, ``HF_HUB_DISABLE_XET=1``: hf_xet would otherwise upload through
-the Xet protocol, which the fake does not speak). ``huggingface_hub.constants`` read the environment at import, so
-clients run in fresh subprocesses.
+transfer), commit, list, and download files with ``Range`` requests (``hf_integration.md`` §3.3). Point
+clients at it with :meth:`FakeHub.client_env` (``HF_ENDPOINT``, ``HF_HUB_DISABLE_XET=1``: hf_xet would
+otherwise upload through the Xet protocol, which the fake does not speak). ``huggingface_hub.constants`` read
+the environment at import, so clients run in fresh subprocesses.
 
-It does not check auth, permissions, card YAML (``/api/validate-yaml`` accepts everything), pull requests, rate
-limits or parent-commit races, and it mimics an internal protocol that changes between releases. A passing test
-shows that hf_ssdd drives the client libraries correctly, not that the real Hub accepts the upload.
+It does not check auth, permissions, card YAML (``/api/validate-yaml`` accepts everything), pull requests,
+rate limits or parent-commit races, and it mimics an internal protocol that changes between releases. A
+passing test shows that hf_ssdd drives the client libraries correctly, not that the real Hub accepts the
+upload.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Client scripts for the Hub publishing tests, each run in a fresh process: ``python hub_clients.py SCENARIO WORK``.
+"""Client scripts for the Hub publishing tests, each run in a fresh process: ``python hub_clients.py S WORK``.
 
-Inputs come from ``WORK/SCENARIO.args.json`` (and ``WORK/inputs.safetensors``); each scenario writes
-``WORK/SCENARIO.json`` and, where it has tensors, ``WORK/SCENARIO.safetensors``. The ``consume`` scenario runs with
-hf_ssdd blocked: it is what a user without the library does. Fresh processes matter because ``huggingface_hub.constants`` read
-``HF_ENDPOINT`` and the offline flags at import.
+Scenario ``S`` reads ``WORK/S.args.json`` (and ``WORK/inputs.safetensors``) and writes ``WORK/S.json`` and,
+where it has tensors, ``WORK/S.safetensors``. The ``consume`` scenario runs
+with hf_ssdd blocked: it is what a user without the library does. Fresh processes matter because
+``huggingface_hub.constants`` read ``HF_ENDPOINT`` and the offline flags at import.
 """
 
 import json

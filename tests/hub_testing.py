@@ -1,5 +1,5 @@
-"""Shared builders for the Hub publishing tests: tiny distilled sets, encoders, transfer results and run folders,
-and a runner for the client scripts in ``hub_clients.py`` (fresh subprocesses, own ``HF_HOME``)."""
+"""Shared builders for the Hub publishing tests: tiny distilled sets, encoders, transfer results and run
+folders, and a runner for the client scripts in ``hub_clients.py`` (fresh subprocesses, own ``HF_HOME``)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def make_encoder(kind: str, seed: int = 0) -> nn.Module:
 
 
 def make_results(sources: dict[str, str]) -> TransferResults:
-    """Two cells (CIFAR-10 linear probe at 100 % labels, fine-tuning at 10 %) per encoder ``name -> source``."""
+    """Two cells (CIFAR-10 linear probe at 100 % labels, fine-tuning at 10 %) per encoder ``name ->
+    source``."""
     rows, encoders = [], []
     for i, (name, source) in enumerate(sources.items()):
         architecture = ARCHITECTURES["timm" if "timm" in name else "ssdd"]

@@ -1,6 +1,7 @@
-"""Hub publishing, layer 2: round trips over real HTTP against the loopback stand-in in ``fake_hub.py`` (NOT the
-Hub; see its docstring for what it does not check). Clients run in fresh subprocesses: one publishes with hf_ssdd
-(``hf-ssdd push``, ``push_encoder``) and loads back, one loads with datasets / transformers / timm only."""
+"""Hub publishing, layer 2: round trips over real HTTP against the loopback stand-in in ``fake_hub.py`` (NOT
+the Hub; see its docstring for what it does not check). Clients run in fresh subprocesses: one publishes with
+hf_ssdd (``hf-ssdd push``, ``push_encoder``) and loads back, one loads with datasets / transformers / timm
+only."""
 
 import pytest
 import torch
@@ -22,7 +23,8 @@ def hub():
 
 @pytest.fixture(scope="module")
 def published(hub, tmp_path_factory):
-    """A finished run pushed with ``hf-ssdd push``, a timm encoder pushed with ``push_encoder``, both loaded back."""
+    """A finished run pushed with ``hf-ssdd push``, a timm encoder pushed with ``push_encoder``, both loaded
+    back."""
     work = tmp_path_factory.mktemp("published")
     run = make_run(work / "run", encoder_kind="ssdd", evaluated="distilled")
     timm_encoder = make_encoder("timm")

@@ -1,9 +1,9 @@
-"""Hub publishing, layer 3: a live round trip on huggingface.co. Opt-in: runs only when ``HF_SSDD_HUB_TOKEN`` holds
-a token with write access, and is reported as skipped otherwise.
+"""Hub publishing, layer 3: a live round trip on huggingface.co. Opt-in: runs only when ``HF_SSDD_HUB_TOKEN``
+holds a token with write access, and is reported as skipped otherwise.
 
-It publishes a tiny finished run (``push_run``) to private throwaway repos under the token's account, loads the set
-and the encoder back, and deletes the repos whatever happens. Uploads go through the real Hub's protocol (Xet when
-hf_xet is installed), which the loopback fake of layer 2 does not speak.
+It publishes a tiny finished run (``push_run``) to private throwaway repos under the token's account, loads
+the set and the encoder back, and deletes the repos whatever happens. Uploads go through the real Hub's
+protocol (Xet when hf_xet is installed), which the loopback fake of layer 2 does not speak.
 """
 
 import os

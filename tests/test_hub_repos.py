@@ -1,6 +1,6 @@
 """Hub publishing, layer 1 (offline, no server): the repo folders that hf_ssdd.hub builds, loaded by the real
-consumers (datasets, transformers with and without remote code, timm, huggingface_hub cards), the card YAML, bad
-input, the CLI, and the packaging of the card templates."""
+consumers (datasets, transformers with and without remote code, timm, huggingface_hub cards), the card YAML,
+bad input, the CLI, and the packaging of the card templates."""
 
 import json
 import shutil
@@ -49,7 +49,8 @@ SET_META_KEYS = {"method", "teacher", "source", "mean", "std", "config", "pretra
 
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory):
-    """A dataset folder with evaluation rows, and custom- and timm-format model folders, built by hf_ssdd.hub."""
+    """A dataset folder with evaluation rows, and custom- and timm-format model folders, built by
+    hf_ssdd.hub."""
     root = tmp_path_factory.mktemp("repos")
     results = make_results(
         {"No pre-training": "scratch", "KRR-ST": "runs/x/distilled", "timm": "runs/x/timm"}
@@ -227,7 +228,8 @@ def test_head_is_dropped_without_touching_the_model(tmp_path):
 
 
 def test_pushing_offline_fails_cleanly(tmp_path):
-    """This process runs with HF_HUB_OFFLINE=1 (conftest): every push must fail with HubError, touching nothing."""
+    """This process runs with HF_HUB_OFFLINE=1 (conftest): every push must fail with HubError, touching
+    nothing."""
     dset = make_set()
     with pytest.raises(HubError, match="Nothing local was changed; run the same command again"):
         dset.push_to_hub("org/x")

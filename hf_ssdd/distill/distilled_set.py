@@ -200,8 +200,8 @@ class DistilledSet:
             The ``huggingface_hub.CommitInfo`` of the commit.
 
         Raises:
-            hf_ssdd.hub.SchemaMismatchError: the repo holds a set with other columns and ``overwrite_schema`` is
-                False; nothing is pushed.
+            hf_ssdd.hub.SchemaMismatchError: the repo holds a set with other columns and ``overwrite_schema``
+                is False; nothing is pushed.
             hf_ssdd.hub.HubError: a network or Hub error; the repo is unchanged and the push can be retried.
         """
         from hf_ssdd.hub import push_distilled_set
@@ -220,8 +220,8 @@ class DistilledSet:
     def from_pretrained(
         cls, repo_id_or_folder: str | Path, revision: str | None = None, token: str | None = None
     ) -> DistilledSet:
-        """Load from a local folder or a Hub dataset repo (``org/name``, at ``revision``; ``token`` for private
-        repos, default: the logged-in one)."""
+        """Load from a local folder or a Hub dataset repo (``org/name``, at ``revision``; ``token`` for
+        private repos, default: the logged-in one)."""
         path = Path(repo_id_or_folder).expanduser()
         if path.is_dir():
             return cls.load(path)

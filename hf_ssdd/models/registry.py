@@ -57,7 +57,7 @@ from hf_ssdd.models.hub.modeling_ssdd import (
 
 TIMM_PREFIX = "timm:"
 TIMM_EXPORT_TAG = "hf_ssdd"
-# registry metadata that timm's exporter copies into pretrained_cfg but that does not describe exported weights
+# registry metadata that timm's exporter copies into pretrained_cfg but that does not describe our weights
 _TIMM_REGISTRY_KEYS = ("license", "origin_url", "paper_ids", "paper_name", "notes", "pool_size")
 _CONVNET_NAME = re.compile(r"^convnet((?:_\d+)+)_(bn|in|none)$")
 _CONVNET_NORMS = {"bn": "batchnorm", "in": "instancenorm", "none": "none"}
@@ -231,8 +231,8 @@ class TimmBackbone(nn.Module):
     Args:
         model_name: timm model name, or ``local-dir:/path`` / ``hf-hub:org/x``.
         head_dim: Output size of the linear head; 0 means no head.
-        image_size: Recorded as ``input_size`` in ``pretrained_cfg``, and passed as ``img_size`` to models that
-            accept it (ViTs).
+        image_size: Recorded as ``input_size`` in ``pretrained_cfg``, and passed as ``img_size`` to models
+            that accept it (ViTs).
         pretrained: Load pretrained weights; None means True for ``local-dir:`` / ``hf-hub:`` sources only.
         mean: Input normalization mean recorded in ``pretrained_cfg``, or None to keep timm's.
         std: Input normalization std recorded in ``pretrained_cfg``, or None to keep timm's.
@@ -297,15 +297,17 @@ class TimmBackbone(nn.Module):
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Save the trunk in timm format: ``config.json`` + ``model.safetensors``.
 
-        The folder loads with ``timm.create_model("local-dir:<folder>", pretrained=True)`` (``hf-hub:<repo>`` once
-        published), ``transformers.AutoModel.from_pretrained`` (``TimmWrapperModel``) and
-        ``TimmBackbone("local-dir:<folder>")``. Preprocessing: the recorded ``input_size`` and normalization, no
-        crop. Two fixes to timm's exporter: ``model_args.num_classes`` is dropped (``TimmWrapperModel`` passes
-        ``num_classes=0`` itself and fails on the duplicate), and the registry metadata of the source weights
-        (license, origin, papers, tag, test-time and pooling sizes) is removed so that the export claims no provenance.
+        The folder loads with ``timm.create_model("local-dir:<folder>", pretrained=True)`` (``hf-hub:<repo>``
+        once published), ``transformers.AutoModel.from_pretrained`` (``TimmWrapperModel``) and
+        ``TimmBackbone("local-dir:<folder>")``. Preprocessing: the recorded ``input_size`` and normalization,
+        no crop. Two fixes to timm's exporter: ``model_args.num_classes`` is dropped (``TimmWrapperModel``
+        passes ``num_classes=0`` itself and fails on the duplicate), and the registry metadata of the source
+        weights (license, origin, papers, tag, test-time and pooling sizes) is removed so that the export
+        claims no provenance.
 
         Raises:
-            ValueError: The backbone has a head; the timm format holds the trunk only (call ``reset_head(0)``).
+            ValueError: The backbone has a head; the timm format holds the trunk only (call
+                ``reset_head(0)``).
         """
         from timm.models import save_for_hf
 
