@@ -1,0 +1,57 @@
+"""Barlow Twins teacher training on real CIFAR-10: outputs, a loadable teacher, SIGKILL + --resume is exact."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from conftest import data_path
+from safetensors.torch import load_file
+
+from hf_ssdd.config import parse_config
+from hf_ssdd.ssl.train import TeacherTrainConfig, train_teacher
+from hf_ssdd.teachers import Teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(out):
+    return [
+        "--dataset", "cifar10", "--max_examples", "256", "--batch_size", "64", "--output_dir", str(out),
+        "--backbone_kwargs", "{layers: [1, 1, 1, 1], widths: [4, 8, 16, 32]}",
+        "--projector_hidden_dim", "32", "--projector_out_dim", "32", "--epochs", "3", "--warmup_epochs", "1",
+        "--checkpoint_every", "3", "--log_every", "1", "--knn_every", "1", "--knn_max_train", "256", "--seed", "4",
+    ]  # fmt: skip
+
+
+def test_teacher_training_outputs_and_exact_resume(tmp_path):
+    data_path("cifar10")
+    full_dir = train_teacher(parse_config(TeacherTrainConfig, _args(tmp_path / "full")))
+    for name in ("config.yaml", "metrics.jsonl", "loss_curve.png", "knn_curve.png", "views_grid.png"):
+        assert (tmp_path / "full" / name).is_file(), name
+    teacher = Teacher.from_pretrained(full_dir)
+    assert teacher.kind == "hf_ssdd" and teacher.feature_dim == 32
+    assert teacher.preprocessing.image_size == (32, 32)
+    assert teacher.preprocessing.mean == (
+        0.4914,
+        0.4822,
+        0.4465,
+    )  # KRR-ST's CIFAR-10 constants from the catalog
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_SSDD_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "recipes" / "pretrain_teacher.py"), *_args(out)], env=env
+    )
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "latest").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "teacher").exists(), "the run finished before it could be killed"
+    resumed_dir = train_teacher(parse_config(TeacherTrainConfig, [*_args(out), "--resume"]))
+    a, b = load_file(str(full_dir / "model.safetensors")), load_file(str(resumed_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
