@@ -20,7 +20,11 @@ def _reference_predict(fs, fr, y, ridge):
 @pytest.mark.parametrize("solver", ["cholesky", "lu"])
 def test_prediction_matches_float64_formula(solver):
     g = torch.Generator().manual_seed(0)
-    fs, fr, y = torch.rand(20, 50, generator=g), torch.rand(7, 50, generator=g), torch.randn(20, 6, generator=g)
+    fs, fr, y = (
+        torch.rand(20, 50, generator=g),
+        torch.rand(7, 50, generator=g),
+        torch.randn(20, 6, generator=g),
+    )
     pred = krr_predict(with_bias_column(fs), with_bias_column(fr), y, ridge=1e-6, solver=solver)
     ref = _reference_predict(fs.double().numpy(), fr.double().numpy(), y.double().numpy(), 1e-6)
     np.testing.assert_allclose(pred.numpy(), ref, rtol=2e-3, atol=2e-4)
@@ -63,7 +67,12 @@ def test_outer_loss_gradients_match_float64_formula():
     y_real = torch.randn(5, 5)
 
     xs, ys = x_syn.clone().requires_grad_(), y_syn.clone().requires_grad_()
-    pred = krr_predict(with_bias_column(net.forward_features(xs)), with_bias_column(net.forward_features(x_real)), ys, ridge=1e-6)
+    pred = krr_predict(
+        with_bias_column(net.forward_features(xs)),
+        with_bias_column(net.forward_features(x_real)),
+        ys,
+        ridge=1e-6,
+    )
     loss = (pred - y_real).pow(2).mean()
     gx, gy = torch.autograd.grad(loss, [xs, ys])
 
