@@ -39,6 +39,11 @@ COMMANDS: dict[str, Command] = {
         "hf_ssdd.distill.run:run_distillation",
         "hf_ssdd.distill.run:DistillRunConfig",
     ),
+    "pretrain": Command(
+        "pre-train an encoder on a distilled set (MSE to its targets) and save it",
+        "hf_ssdd.pretrain:run_pretrain",
+        "hf_ssdd.pretrain:PretrainConfig",
+    ),
 }
 
 

@@ -177,3 +177,18 @@ def test_bad_input():
     teacher = Teacher.from_module(model, 32, (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(TeacherError, match="N×3×H×W"):
         teacher.encode(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
+
+
+def test_hf_ssdd_teacher_folder(tmp_path):
+    from hf_ssdd.models import create_backbone
+
+    torch.manual_seed(0)
+    model = create_backbone("resnet18_bt_teacher", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26])
+    model.save_pretrained(tmp_path)
+    teacher = Teacher.from_pretrained(tmp_path)
+    assert teacher.kind == "hf_ssdd" and teacher.feature_dim == 512
+    assert teacher.preprocessing.mean == (0.49, 0.48, 0.45)
+    imgs = _images()
+    expected = model.eval().forward_features(_manual(imgs, 32, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]))
+    torch.testing.assert_close(teacher.encode(imgs), expected)
+    assert (teacher.encode(imgs) >= 0).all()  # post-ReLU pooled features, as in KRR-ST's teacher

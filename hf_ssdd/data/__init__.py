@@ -1,0 +1,51 @@
+"""Data layer: dataset catalog, ImageSource loading and caching, streaming, batched on-device augmentation."""
+
+from hf_ssdd.data.augment import (
+    BarlowTwinsAugmentConfig,
+    augment_view,
+    barlow_twins_views,
+    crop_flip,
+    random_crop_flip,
+    random_resized_crop_params,
+    resized_crop,
+)
+from hf_ssdd.data.catalog import DatasetSpec, get_spec, list_datasets, normalization
+from hf_ssdd.data.source import (
+    ImageSource,
+    ResolvedDataset,
+    compute_normalization_stats,
+    decode_images,
+    denormalize,
+    detect_columns,
+    load_hf_dataset,
+    load_image_source,
+    normalize,
+    resolve_dataset,
+)
+from hf_ssdd.data.streaming import ImageBatch, stream_image_batches
+
+__all__ = [
+    "BarlowTwinsAugmentConfig",
+    "DatasetSpec",
+    "ImageBatch",
+    "ImageSource",
+    "ResolvedDataset",
+    "augment_view",
+    "barlow_twins_views",
+    "compute_normalization_stats",
+    "crop_flip",
+    "decode_images",
+    "denormalize",
+    "detect_columns",
+    "get_spec",
+    "list_datasets",
+    "load_hf_dataset",
+    "load_image_source",
+    "normalization",
+    "normalize",
+    "random_crop_flip",
+    "random_resized_crop_params",
+    "resized_crop",
+    "resolve_dataset",
+    "stream_image_batches",
+]
