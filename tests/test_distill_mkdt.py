@@ -14,6 +14,7 @@ from hf_ssdd.distill import MKDTConfig, MKDTDistiller, NonPositiveLearningRateEr
 from hf_ssdd.distill.experts import ExpertConfig, ExpertTrajectory
 from hf_ssdd.distill.matching import (
     FunctionalStudent,
+    MatchingGradients,
     inner_loss,
     matching_gradients,
     matching_loss,
@@ -169,21 +170,24 @@ def toy():
     return source, features, toy_experts(source, features)
 
 
+_SMALL = dict(
+    num_images=10,
+    model="convnet",
+    model_overrides=TINY,
+    iterations=6,
+    syn_steps=3,
+    batch_syn=4,
+    expert_epochs=2,
+    max_start_epoch=2,
+    lr_img=10.0,
+)
+
+
 def make_distiller(toy, **overrides) -> MKDTDistiller:
     source, features, experts = toy
-    cfg = dict(
-        num_images=10,
-        model="convnet",
-        model_overrides=TINY,
-        iterations=6,
-        syn_steps=3,
-        batch_syn=4,
-        expert_epochs=2,
-        max_start_epoch=2,
-        lr_img=10.0,
+    return create_distiller(
+        "mkdt", {**_SMALL, **overrides}, source, None, seed=5, features=features, experts=experts
     )
-    cfg.update(overrides)
-    return create_distiller("mkdt", cfg, source, None, seed=5, features=features, experts=experts)
 
 
 def test_every_expert_is_used_once_per_pass(toy):
@@ -350,3 +354,145 @@ def test_bad_inputs_fail_early(toy):
         )
     with pytest.raises(ValueError, match="max_epoch = 2"):
         MKDTConfig(expert_epochs=2, max_start_epoch=2, experts=ExpertConfig(max_epoch=2))
+
+
+# ---------------------------------------------------------------------- the run driver
+def _image_folder(folder, n=20, size=8):
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    gen = torch.Generator().manual_seed(4)
+    pixels = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=gen).numpy()
+    features = Features({"img": Image(), "label": ClassLabel(names=["a", "b"])})
+    folder.mkdir(parents=True)
+    Dataset.from_dict(
+        {"img": list(pixels), "label": [i % 2 for i in range(n)]}, features=features
+    ).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def _teacher_folder(folder):
+    from hf_ssdd.models import create_backbone
+
+    torch.manual_seed(0)
+    create_backbone("convnet", image_size=8, channels=[2], mean=[0.5] * 3, std=[0.25] * 3).save_pretrained(
+        folder
+    )
+    return folder
+
+
+def test_run_driver_trains_experts_then_distills_and_resumes(tmp_path):
+    from hf_ssdd.cli import main
+    from hf_ssdd.config import config_from_dict
+    from hf_ssdd.distill import DistilledSet, load_trajectories
+    from hf_ssdd.distill.run import DistillRunConfig, run_distillation
+
+    data, teacher = _image_folder(tmp_path / "data"), _teacher_folder(tmp_path / "teacher")
+    out = tmp_path / "run"
+    settings = {
+        "method": "mkdt",
+        "source": {"dataset": str(data)},
+        "teacher": str(teacher),
+        "output_dir": str(out),
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "mkdt": {
+            "num_images": 6,
+            "model_overrides": TINY,
+            "iterations": 3,
+            "syn_steps": 2,
+            "batch_syn": 4,
+            "max_start_epoch": 1,
+            "expert_epochs": 1,
+            "experts": {"num_experts": 2, "batch_size": 8},
+        },
+    }
+    argv = ["train-experts", "--config", str(_yaml(tmp_path / "c.yaml", settings))]
+    assert main(argv) == 0
+    experts = load_trajectories(out / "experts", expect_architecture="convnet", expect_feature_dim=32)
+    assert [e.meta.max_epoch for e in experts] == [
+        1,
+        1,
+    ]  # max(max_start_epoch − 1 + expert_epochs, score epoch 1)
+    stamps = [e.path.stat().st_mtime_ns for e in experts]
+
+    dset = run_distillation(config_from_dict(DistillRunConfig, {**settings, "resume": True}))
+    assert [e.path.stat().st_mtime_ns for e in experts] == stamps  # found, not retrained
+    assert len(dset) == 6 and dset.targets.shape == (6, 32)
+    assert dset.meta["pretraining"]["recipe"] == "mkdt" and dset.meta["teacher"]["id"] == str(teacher)
+    assert DistilledSet.load(out / "distilled").meta["learned_lr"] == pytest.approx(dset.meta["learned_lr"])
+    assert (out / "checkpoints").is_dir() and (out / "metrics.jsonl").read_text().count("\n") == 3
+
+
+def _yaml(path, settings):
+    import yaml
+
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+class _GlooAccelerator:
+    """The part of ``accelerate.Accelerator`` the distiller uses, over a gloo process group."""
+
+    def __init__(self):
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.process_index, self.num_processes = dist.get_rank(), dist.get_world_size()
+
+    def reduce(self, tensor, reduction="sum"):
+        out = tensor.clone()
+        self.dist.all_reduce(out)
+        return out
+
+
+def _parallel_worker(rank, store, out_dir):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    source, features = toy_source(), toy_features()
+    distiller = create_distiller(
+        "mkdt",
+        {**_SMALL, "init": "high_loss"},
+        source,
+        None,
+        accelerator=_GlooAccelerator(),
+        seed=5,
+        features=features,
+        experts=toy_experts(source, features),
+    )
+    distiller.init()
+    metrics = [distiller.step() for _ in range(2)]
+    state = distiller.state_dict()
+    torch.save(
+        {"x": state["x_syn"], "y": state["y_syn"], "lr": state["syn_lr"], "metrics": metrics},
+        f"{out_dir}/{rank}.pt",
+    )
+    dist.destroy_process_group()
+
+
+def test_processes_match_different_trajectories_and_average_their_gradients(toy, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_parallel_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+
+    reference = make_distiller(toy, init="high_loss")
+    reference.init()  # one process scores with all experts; two share them and sum
+    reference.accelerator = SimpleNamespace(process_index=0, num_processes=2)  # schedule positions of 2 ranks
+    used = set()
+    for step in range(2):
+        (g0, e0, _), (g1, e1, _) = (reference.trajectory_gradients(step, r) for r in range(2))
+        used |= {e0, e1}
+        mean = [
+            (a + b) / 2
+            for a, b in zip((g0.loss, g0.images, g0.targets, g0.lr), (g1.loss, g1.images, g1.targets, g1.lr))
+        ]
+        reference.apply_gradients(MatchingGradients(*mean))
+        for result in ranks:
+            assert result["metrics"][step]["loss"] == pytest.approx(float(mean[0]), rel=1e-6)
+    assert used == {0, 1, 2}  # cycle positions 0..3 of the 3 experts
+    for result in ranks:
+        torch.testing.assert_close(result["x"], reference.x_syn.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(result["y"], reference.y_syn.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(result["lr"], reference.syn_lr.detach(), rtol=1e-6, atol=1e-9)

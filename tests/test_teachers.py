@@ -183,7 +183,9 @@ def test_hf_ssdd_teacher_folder(tmp_path):
     from hf_ssdd.models import create_backbone
 
     torch.manual_seed(0)
-    model = create_backbone("resnet18_bt_teacher", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26])
+    model = create_backbone(
+        "resnet18_bt_teacher", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]
+    )
     model.save_pretrained(tmp_path)
     teacher = Teacher.from_pretrained(tmp_path)
     assert teacher.kind == "hf_ssdd" and teacher.feature_dim == 512

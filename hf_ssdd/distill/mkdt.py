@@ -36,7 +36,13 @@ from hf_ssdd.distill.experts import (
     check_expert,
     load_trajectories,
 )
-from hf_ssdd.distill.matching import Backward, FunctionalStudent, matching_gradients, minibatch_schedule
+from hf_ssdd.distill.matching import (
+    Backward,
+    FunctionalStudent,
+    MatchingGradients,
+    matching_gradients,
+    minibatch_schedule,
+)
 from hf_ssdd.utils import derived_generator
 
 PRETRAIN_MOMENTUM = 0.9
@@ -350,15 +356,16 @@ class MKDTDistiller(Distiller):
                 )
         return False
 
-    def step(self) -> dict[str, float]:
-        cfg, s = self.config, self.step_count
-        expert_index, start = self.schedule(s, self.rank)
+    def trajectory_gradients(self, step: int, rank: int = 0) -> tuple[MatchingGradients, int, int]:
+        """Matching loss and gradients of iteration ``step`` on process ``rank``, with its expert and start epoch."""
+        cfg = self.config
+        expert_index, start = self.schedule(step, rank)
         expert = self.experts[expert_index]
         batches = minibatch_schedule(
             cfg.num_images,
             cfg.batch_syn,
             cfg.syn_steps,
-            derived_generator(self.seed, "minibatches", s, self.rank),
+            derived_generator(self.seed, "minibatches", step, rank),
         )
         out = matching_gradients(
             self.student,
@@ -370,19 +377,28 @@ class MKDTDistiller(Distiller):
             batches,
             backward=cfg.backward,
         )
-        grads, loss = (out.images, out.targets, out.lr), out.loss
-        if self.world_size > 1:  # each process matched its own trajectory: average
-            grads = tuple(self._all_sum(g) / self.world_size for g in grads)
-            loss = self._all_sum(loss) / self.world_size
-        lr_used = float(self.syn_lr.detach())
-        for param, grad, opt in zip((self.x_syn, self.y_syn, self.syn_lr), grads, self.optimizers):
+        return out, expert_index, start
+
+    def apply_gradients(self, grads: MatchingGradients) -> bool:
+        """One step of the three outer optimizers, then the lr floor; returns whether the lr was clamped."""
+        for param, grad, opt in zip(
+            (self.x_syn, self.y_syn, self.syn_lr), (grads.images, grads.targets, grads.lr), self.optimizers
+        ):
             param.grad = grad
             opt.step()
             opt.zero_grad(set_to_none=True)
         self.step_count += 1
-        clamped = self._enforce_lr_floor()
+        return self._enforce_lr_floor()
+
+    def step(self) -> dict[str, float]:
+        lr_used = float(self.syn_lr.detach())
+        out, expert_index, start = self.trajectory_gradients(self.step_count, self.rank)
+        if self.world_size > 1:  # each process matched its own trajectory: average
+            parts = (out.loss, out.images, out.targets, out.lr)
+            out = MatchingGradients(*(self._all_sum(t) / self.world_size for t in parts))
+        clamped = self.apply_gradients(out)
         return {
-            "loss": float(loss),
+            "loss": float(out.loss),
             "syn_lr": lr_used,
             "expert": expert_index,
             "start_epoch": start,

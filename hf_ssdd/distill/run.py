@@ -37,7 +37,7 @@ from hf_ssdd.utils import progress
 
 @dataclass
 class SourceConfig:
-    """Which real images to distill."""
+    """Which real images to distill (``convention``: catalog normalization constants, ``krr_st`` or ``mkdt``)."""
 
     dataset: str = "cifar10"
     split: str = "train"
@@ -45,6 +45,7 @@ class SourceConfig:
     max_examples: int | None = None
     image_column: str | None = None
     label_column: str | None = None
+    convention: str = "krr_st"
 
 
 @dataclass
@@ -118,6 +119,7 @@ def _load_inputs(cfg: DistillRunConfig, acc: Any) -> tuple[Any, Teacher]:
         max_examples=src.max_examples,
         image_column=src.image_column,
         label_column=src.label_column,
+        convention=src.convention,
     )
     teacher = Teacher.from_pretrained(cfg.teacher, precision=cfg.teacher_precision, device=acc.device)
     return source, teacher
