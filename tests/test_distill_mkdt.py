@@ -496,3 +496,55 @@ def test_processes_match_different_trajectories_and_average_their_gradients(toy,
         torch.testing.assert_close(result["x"], reference.x_syn.detach(), rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(result["y"], reference.y_syn.detach(), rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(result["lr"], reference.syn_lr.detach(), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name,dataset,n,model,steps,start,lr_img,iters",
+    [
+        ("mkdt_cifar10_2pct", "cifar10", 1000, "convnet", 40, 2, 1e3, 5000),
+        ("mkdt_cifar10_5pct", "cifar10", 2500, "convnet", 40, 5, 1e4, 5000),
+        ("mkdt_cifar100_2pct", "cifar100", 1000, "convnet", 40, 2, 1e3, 5000),
+        ("mkdt_cifar100_5pct", "cifar100", 2500, "convnet", 40, 5, 1e4, 5000),
+        ("mkdt_tiny_2pct", "tiny-imagenet", 2000, "convnet_d4", 10, 2, 1e5, 10000),
+        ("mkdt_tiny_5pct", "tiny-imagenet", 5000, "convnet_d4", 10, 2, 1e5, 10000),  # B2 fixed: 5000 images
+    ],
+)
+def test_paper_configs_follow_the_reference_scripts(name, dataset, n, model, steps, start, lr_img, iters):
+    from pathlib import Path
+
+    from hf_ssdd.config import parse_config
+    from hf_ssdd.distill.run import DistillRunConfig
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / f"{name}.yaml"
+    cfg = parse_config(DistillRunConfig, ["--config", str(path)])
+    m = cfg.mkdt
+    assert (cfg.method, cfg.source.dataset, cfg.source.convention, cfg.teacher) == (
+        "mkdt",
+        dataset,
+        "mkdt",
+        "",
+    )
+    assert (m.num_images, m.model, m.syn_steps, m.max_start_epoch, m.lr_img, m.iterations) == (
+        n,
+        model,
+        steps,
+        start,
+        lr_img,
+        iters,
+    )
+    assert (m.expert_epochs, m.batch_syn, m.lr_labels, m.lr_lr, m.lr_init, m.outer_momentum) == (
+        2,
+        256,
+        1,
+        1e-4,
+        0.1,
+        0.5,
+    )
+    assert (m.init, m.init_score_epoch, m.experts.num_experts, m.expert_max_epoch()) == (
+        "high_loss",
+        1,
+        100,
+        start + 1,
+    )
+    e = m.experts
+    assert (e.lr, e.momentum, e.weight_decay, e.batch_size) == (0.1, 0.9, 1e-4, 256)
