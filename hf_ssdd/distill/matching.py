@@ -20,6 +20,9 @@ The hyper-gradients ∂ℓ/∂X, ∂ℓ/∂Y, ∂ℓ/∂η are second-order (the
   N + 1 parameter vectors plus one step's graph, for about one extra forward/backward per step. This is the
   constant-activation-memory idea of TESLA (Cui et al., ICML 2023); unlike TESLA's released code, which treats
   θ_i as independent of the earlier minibatches, the adjoint recursion here gives the same gradient as autograd.
+
+Nothing here may be wrapped in ``torch.compile``: AOTAutograd does not support the double backward of the
+``create_graph`` steps (pytorch#91469).
 """
 
 from __future__ import annotations
