@@ -44,6 +44,11 @@ COMMANDS: dict[str, Command] = {
         "hf_ssdd.pretrain:run_pretrain",
         "hf_ssdd.pretrain:PretrainConfig",
     ),
+    "transfer": Command(
+        "evaluate encoders and distilled sets on target datasets (linear probe, fine-tuning, kNN)",
+        "hf_ssdd.transfer.run:run_transfer",
+        "hf_ssdd.transfer.run:TransferConfig",
+    ),
 }
 
 

@@ -104,6 +104,8 @@ class SSDDResNetConfig(SSDDConfig):
 
     Args:
         layers: BasicBlocks per stage: ``[2, 2, 2, 2]`` ResNet-18, ``[1, 1, 1, 1]`` ResNet-10.
+        widths: Channels per stage (the stem has ``widths[0]``); 64-128-256-512 in every reference. Narrower
+            networks (e.g. 16-32-64-128) make small teachers for CPU quick-starts.
         stem_padding: Padding of the 3x3 stem conv: 2 in KRR-ST (teacher and students), 1 in MKDT.
         norm: ``"batchnorm"`` or ``"instancenorm"`` (``GroupNorm(C, C)``).
         zero_init_residual: Zero the last norm gamma of each residual branch (KRR-ST ResNets).
@@ -118,6 +120,7 @@ class SSDDResNetConfig(SSDDConfig):
     def __init__(
         self,
         layers=None,
+        widths=None,
         stem_padding=1,
         norm="batchnorm",
         zero_init_residual=False,
@@ -127,6 +130,9 @@ class SSDDResNetConfig(SSDDConfig):
         self.layers = _check_positive_ints("layers", [2, 2, 2, 2] if layers is None else list(layers))
         if len(self.layers) != 4:
             raise ValueError(f"layers must have 4 entries (one per stage), got {self.layers}")
+        self.widths = _check_positive_ints("widths", [64, 128, 256, 512] if widths is None else list(widths))
+        if len(self.widths) != 4:
+            raise ValueError(f"widths must have 4 entries (one per stage), got {self.widths}")
         if int(stem_padding) < 0:
             raise ValueError(f"stem_padding must be >= 0, got {stem_padding}")
         _check_choice("norm", norm, RESNET_NORMS)

@@ -205,19 +205,20 @@ class SSDDBasicBlock(nn.Module):
 class SSDDResNetModel(SSDDPreTrainedModel):
     """CIFAR BasicBlock ResNet (3x3 stride-1 stem, no max-pool) with global adaptive average pooling.
 
-    Adaptive pooling keeps 512-d features at any resolution (fixes MKDT defect B6, a fixed 4x4 pool).
+    Adaptive pooling keeps ``widths[-1]``-d features at any resolution (fixes MKDT defect B6, a fixed 4x4 pool).
     """
 
     config_class = SSDDResNetConfig
 
     def __init__(self, config: SSDDResNetConfig):
         super().__init__(config)
+        stem = config.widths[0]
         self.conv1 = nn.Conv2d(
-            config.in_chans, 64, kernel_size=3, stride=1, padding=config.stem_padding, bias=False
+            config.in_chans, stem, kernel_size=3, stride=1, padding=config.stem_padding, bias=False
         )
-        self.bn1 = _norm_layer(config.norm, 64)
-        in_chans = 64
-        for stage, (width, num_blocks) in enumerate(zip((64, 128, 256, 512), config.layers)):
+        self.bn1 = _norm_layer(config.norm, stem)
+        in_chans = stem
+        for stage, (width, num_blocks) in enumerate(zip(config.widths, config.layers)):
             blocks = []
             for index in range(num_blocks):
                 stride = 2 if stage > 0 and index == 0 else 1

@@ -1,0 +1,200 @@
+"""Transfer results: the JSON file, the Markdown table and the bar chart, written atomically.
+
+``results.json`` (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "metadata": {"date": ISO-8601 UTC, "device": str, "hf_ssdd_version": str, "torch_version": str,
+                   "python_version": str, "encoders": [{"name", "kind", "architecture", "image_size",
+                   "native_size", "source", ...}], "targets": [str], "protocols": [str],
+                   "label_fractions": [float], "seeds": [int], "settings": {...}},
+      "rows": [{"encoder": str, "architecture": str, "image_size": int, "target": str,
+                "protocol": "linear_probe" | "finetune" | "knn", "label_fraction": float, "seeds": [int],
+                "accuracies": [float],   # top-1 test accuracy in %, one per seed, in the order of "seeds"
+                "mean": float, "std": float}]   # % ; std is the population std (np.std), as both papers
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hf_ssdd.io import atomic_path, atomic_write_json, atomic_write_text
+from hf_ssdd.transfer.encoders import NO_PRETRAINING, RANDOM_SUBSET
+
+SCHEMA_VERSION = 1
+PROTOCOL_NAMES = {"linear_probe": "linear probe", "finetune": "fine-tune", "knn": "kNN"}
+_ROW_TYPES: dict[str, type | tuple[type, ...]] = {
+    "encoder": str,
+    "architecture": str,
+    "image_size": int,
+    "target": str,
+    "protocol": str,
+    "label_fraction": (int, float),
+    "seeds": list,
+    "accuracies": list,
+    "mean": (int, float),
+    "std": (int, float),
+}
+_METADATA_KEYS = ("date", "device", "hf_ssdd_version", "settings")
+
+RowKey = tuple[str, str, int]
+ColumnKey = tuple[str, str, float]
+
+
+@dataclass
+class TransferRow:
+    """One (encoder, target, protocol, label fraction) cell over all seeds; accuracies in %."""
+
+    encoder: str
+    architecture: str
+    image_size: int
+    target: str
+    protocol: str
+    label_fraction: float
+    seeds: list[int]
+    accuracies: list[float]
+    mean: float
+    std: float
+
+    @property
+    def row_key(self) -> RowKey:
+        return (self.encoder, self.architecture, self.image_size)
+
+    @property
+    def column_key(self) -> ColumnKey:
+        return (self.target, self.protocol, self.label_fraction)
+
+
+def validate_results(data: Mapping[str, Any]) -> None:
+    """Check a results mapping against the schema above.
+
+    Raises:
+        ValueError: listing every missing key or value of the wrong type.
+    """
+    problems = []
+    if data.get("schema_version") != SCHEMA_VERSION:
+        problems.append(f"schema_version must be {SCHEMA_VERSION}, got {data.get('schema_version')!r}")
+    metadata = data.get("metadata")
+    if not isinstance(metadata, Mapping):
+        problems.append("metadata must be a mapping")
+    else:
+        problems += [f"metadata lacks {key!r}" for key in _METADATA_KEYS if key not in metadata]
+    rows = data.get("rows")
+    if not isinstance(rows, list):
+        problems.append("rows must be a list")
+    for i, row in enumerate(rows if isinstance(rows, list) else []):
+        if not isinstance(row, Mapping):
+            problems.append(f"rows[{i}] must be a mapping")
+            continue
+        for key, types in _ROW_TYPES.items():
+            if not isinstance(row.get(key), types) or isinstance(row.get(key), bool):
+                problems.append(f"rows[{i}].{key} is missing or not {types}")
+        if isinstance(row.get("seeds"), list) and len(row.get("accuracies") or []) != len(row["seeds"]):
+            problems.append(f"rows[{i}] needs one accuracy per seed")
+    if problems:
+        raise ValueError("invalid transfer results: " + "; ".join(problems))
+
+
+@dataclass
+class TransferResults:
+    """All cells of a transfer run and its metadata (see the module docstring for the JSON schema)."""
+
+    rows: list[TransferRow]
+    metadata: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "metadata": self.metadata,
+            "rows": [asdict(row) for row in self.rows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TransferResults:
+        """Rebuild from :meth:`to_dict` output, validating it first."""
+        validate_results(data)
+        names = {f.name for f in fields(TransferRow)}
+        rows = [TransferRow(**{k: v for k, v in row.items() if k in names}) for row in data["rows"]]
+        return cls(rows, dict(data["metadata"]))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TransferResults:
+        """Read a ``results.json`` file."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def row_keys(self) -> list[RowKey]:
+        """Table rows: "No pre-training" first, then "Random subset", then the other encoders in run order."""
+        keys = list(dict.fromkeys(row.row_key for row in self.rows))
+        rank = {NO_PRETRAINING.lower(): 0, RANDOM_SUBSET.lower(): 1}
+        return sorted(keys, key=lambda key: rank.get(key[0].lower(), 2))
+
+    def column_keys(self) -> list[ColumnKey]:
+        """Table columns: targets × protocols × label fractions in run order."""
+        return list(dict.fromkeys(row.column_key for row in self.rows))
+
+    def cell(self, row: RowKey, column: ColumnKey) -> TransferRow | None:
+        return next((r for r in self.rows if r.row_key == row and r.column_key == column), None)
+
+    def to_markdown(self, digits: int = 2) -> str:
+        """A table of "mean ± std" top-1 accuracies (%): rows are encoders, columns target · protocol · labels."""
+        columns = self.column_keys()
+        header = ["encoder", "architecture", "px"] + [_column_title(c) for c in columns]
+        lines = [_md_line(header), _md_line(["---"] * 3 + ["---:"] * len(columns))]
+        for key in self.row_keys():
+            cells = [self.cell(key, column) for column in columns]
+            values = ["–" if c is None else f"{c.mean:.{digits}f} ± {c.std:.{digits}f}" for c in cells]
+            lines.append(_md_line([key[0], key[1], str(key[2]), *values]))
+        seeds = self.metadata.get("seeds") or (self.rows[0].seeds if self.rows else [])
+        note = f"Top-1 test accuracy (%), mean ± population std over seeds {seeds}."
+        return "\n".join([note, "", *lines]) + "\n"
+
+    def save_bar_chart(self, path: str | Path) -> Path:
+        """Grouped bars (one group per column, one bar per encoder) with ± std error bars, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows, columns = self.row_keys(), self.column_keys()
+        width = 0.8 / max(1, len(rows))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.35 * len(rows) * len(columns)), 4.5), dpi=100)
+        for i, key in enumerate(rows):
+            cells = [self.cell(key, column) for column in columns]
+            xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(columns))]
+            means = [c.mean if c else 0.0 for c in cells]
+            stds = [c.std if c else 0.0 for c in cells]
+            ax.bar(xs, means, width, yerr=stds, capsize=2, label=f"{key[0]} ({key[1]}, {key[2]} px)")
+        ax.set_xticks(
+            range(len(columns)), [_column_title(c).replace(" · ", "\n") for c in columns], fontsize=8
+        )
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        return Path(path)
+
+    def save(self, output_dir: str | Path) -> dict[str, Path]:
+        """Write ``results.json``, ``results.md`` and ``results.png`` into ``output_dir`` (each atomically)."""
+        out = Path(output_dir)
+        paths = {"json": out / "results.json", "markdown": out / "results.md", "chart": out / "results.png"}
+        atomic_write_json(paths["json"], self.to_dict())
+        atomic_write_text(paths["markdown"], self.to_markdown())
+        self.save_bar_chart(paths["chart"])
+        return paths
+
+
+def _column_title(column: ColumnKey) -> str:
+    target, protocol, fraction = column
+    return f"{target} · {PROTOCOL_NAMES.get(protocol, protocol)} · {100 * fraction:g}% labels"
+
+
+def _md_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"

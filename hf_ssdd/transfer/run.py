@@ -1,0 +1,109 @@
+"""``hf-ssdd transfer`` / ``recipes/transfer.py``: evaluate encoders and distilled sets on target datasets.
+
+Writes into ``output_dir``: ``config.yaml`` (the resolved config), ``results.json``, ``results.md`` and
+``results.png`` (see :mod:`hf_ssdd.transfer.report`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from hf_ssdd.config import save_config
+from hf_ssdd.transfer.encoders import EncoderSpec
+from hf_ssdd.transfer.finetune import FinetuneSettings
+from hf_ssdd.transfer.fractions import DEFAULT_FRACTIONS
+from hf_ssdd.transfer.harness import TransferSettings, evaluate_transfer
+from hf_ssdd.transfer.probe import ProbeSettings
+from hf_ssdd.transfer.report import TransferResults
+
+
+@dataclass
+class TransferConfig:
+    """``hf-ssdd transfer``: linear probe / fine-tuning / kNN of encoders on target datasets.
+
+    ``encoders`` and ``distilled_sets`` entries are ``name=path`` or a path (named after its folder); distilled
+    sets are pre-trained on the fly (once per seed) with ``architecture``. A "No pre-training" row is always added.
+    """
+
+    encoders: list[str] = field(default_factory=list)
+    distilled_sets: list[str] = field(default_factory=list)
+    architecture: str = "convnet"
+    targets: list[str] = field(default_factory=lambda: ["cifar10"])
+    protocols: list[Literal["linear_probe", "finetune", "knn"]] = field(
+        default_factory=lambda: ["linear_probe", "finetune", "knn"]
+    )
+    label_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    finetune_steps: int | None = None
+    finetune_batch_size: int = 256
+    probe_steps: int = 20
+    probe_max_iter: int = 20
+    knn_k: int = 200
+    pretrain_recipe: Literal["auto", "krr_st", "mkdt"] = "auto"
+    pretrain_epochs: int | None = None
+    image_size: int | None = None
+    max_train_examples: int | None = None
+    max_test_examples: int | None = None
+    convention: Literal["krr_st", "mkdt"] = "krr_st"
+    device: str | None = None
+    output_dir: str = "runs/transfer"
+
+
+def parse_named(entries: list[str], kind: str) -> dict[str, str]:
+    """``["name=path", "path"]`` → ``{name: path}``; an unnamed entry is named after its folder.
+
+    Raises:
+        ValueError: two entries get the same name.
+    """
+    named: dict[str, str] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep:
+            name, path = Path(entry.rstrip("/")).name or entry, entry
+        if name in named:
+            raise ValueError(f"two {kind} are named {name!r}; name them with name=path")
+        named[name] = path
+    return named
+
+
+def run_transfer(cfg: TransferConfig) -> TransferResults:
+    """Evaluate, then save the config and the results (JSON, Markdown, PNG) under ``output_dir``."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    encoders: dict[str, EncoderSpec] = {
+        name: EncoderSpec(path, kind="encoder")
+        for name, path in parse_named(cfg.encoders, "encoders").items()
+    }
+    for name, path in parse_named(cfg.distilled_sets, "distilled sets").items():
+        if name in encoders:
+            raise ValueError(
+                f"an encoder and a distilled set are both named {name!r}; name them with name=path"
+            )
+        encoders[name] = EncoderSpec(path, kind="distilled_set")
+    pretrain = {"recipe": cfg.pretrain_recipe, "epochs": cfg.pretrain_epochs}
+    settings = TransferSettings(
+        probe=ProbeSettings(steps=cfg.probe_steps, max_iter=cfg.probe_max_iter),
+        finetune=FinetuneSettings(batch_size=cfg.finetune_batch_size, steps=cfg.finetune_steps),
+        knn_k=cfg.knn_k,
+        pretrain={k: v for k, v in pretrain.items() if v is not None},
+        max_train_examples=cfg.max_train_examples,
+        max_test_examples=cfg.max_test_examples,
+        convention=cfg.convention,
+    )
+    results = evaluate_transfer(
+        encoders,
+        cfg.targets,
+        cfg.protocols,
+        cfg.label_fractions,
+        cfg.seeds,
+        cfg.architecture,
+        settings,
+        cfg.image_size,
+        cfg.device,
+    )
+    save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    results.save(cfg.output_dir)
+    return results

@@ -1,0 +1,199 @@
+import json
+import logging
+
+import pytest
+import torch
+from conftest import data_path
+from datasets import Dataset, Features, Image, Value
+from PIL import Image as PILImage
+
+from hf_ssdd import cli
+from hf_ssdd.data import load_image_source
+from hf_ssdd.distill import DistilledSet
+from hf_ssdd.models import create_backbone
+from hf_ssdd.pretrain import pretrain, resolve_settings, save_encoder
+from hf_ssdd.transfer import (
+    NO_PRETRAINING,
+    EncoderSpec,
+    FinetuneSettings,
+    TransferResults,
+    TransferSettings,
+    at_resolution,
+    evaluate_transfer,
+    load_target,
+    validate_results,
+)
+from hf_ssdd.transfer.encoders import prepare_encoders
+
+ARCH = "convnet_16_16_in"  # a small ConvNet keeps the CPU runs short
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """L-BFGS makes thousands of tiny BLAS calls; multithreaded MKL makes each ~1 ms on a busy 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def distilled() -> DistilledSet:
+    """50 random real CIFAR-10 images with random 16-d targets."""
+    data_path("cifar10")
+    source = load_image_source("cifar10", "train", max_examples=1000)
+    pick = torch.randperm(len(source), generator=torch.Generator().manual_seed(0))[:50]
+    targets = torch.randn(50, 16, generator=torch.Generator().manual_seed(1))
+    meta = {"mean": list(source.mean), "std": list(source.std), "method": "random-real"}
+    return DistilledSet(source.normalized(pick), targets, meta=meta)
+
+
+def test_end_to_end_on_real_cifar10(distilled, tmp_path):
+    settings = TransferSettings(
+        finetune=FinetuneSettings(steps=3, batch_size=64),
+        pretrain={"epochs": 2},
+        max_train_examples=300,
+        max_test_examples=200,
+    )
+    results = evaluate_transfer(
+        {"KRR-ST": distilled},
+        ["cifar10"],
+        ["linear_probe", "finetune", "knn"],
+        [0.1, 1.0],
+        seeds=[0, 1],
+        architecture=ARCH,
+        settings=settings,
+        progress_bar=False,
+    )
+    assert len(results.rows) == 2 * 3 * 2
+    assert {row.encoder for row in results.rows} == {NO_PRETRAINING, "KRR-ST"}
+    for row in results.rows:
+        assert row.seeds == [0, 1] and len(row.accuracies) == 2
+        assert all(0 <= a <= 100 for a in row.accuracies)
+        assert row.mean == pytest.approx(sum(row.accuracies) / 2)
+        assert row.std == pytest.approx(abs(row.accuracies[0] - row.accuracies[1]) / 2)
+        assert (row.architecture, row.image_size) == (ARCH, 32)
+    probe = [r for r in results.rows if r.protocol == "linear_probe" and r.label_fraction == 1.0]
+    assert all(r.mean > 15 for r in probe)  # well above chance (10 %) even untrained
+    meta = results.metadata
+    assert meta["device"] == "cpu" and meta["settings"]["finetune_steps"] == {"cifar10": 3}
+    assert meta["encoders"][1]["pretraining"]["epochs"] == 2
+    paths = results.save(tmp_path)
+    validate_results(json.loads(paths["json"].read_text()))
+    assert "| No pre-training | convnet_16_16_in | 32 |" in paths["markdown"].read_text()
+
+
+def test_distilled_sets_are_pre_trained_anew_for_every_seed(distilled):
+    (enc,) = [e for e in prepare_encoders({"d": distilled}, ARCH, None, {"epochs": 1}) if e.name == "d"]
+    device = torch.device("cpu")
+    first, again, other = (enc.build(seed, device, False).state_dict() for seed in (0, 0, 1))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+    assert not any(k.startswith("head.") for k in first)
+
+
+def test_saved_folders_and_modules_are_encoders(distilled, tmp_path):
+    model = pretrain(distilled, ARCH, resolve_settings(distilled, epochs=1), progress_bar=False)
+    folder = save_encoder(model, tmp_path / "encoder")
+    distilled.save(tmp_path / "distilled")
+    prepared = prepare_encoders(
+        {"saved": str(folder), "module": model, "set": tmp_path / "distilled"}, ARCH, None, {"epochs": 1}
+    )
+    assert [(e.name, e.kind, e.image_size) for e in prepared] == [
+        (NO_PRETRAINING, "scratch", 32),
+        ("saved", "encoder", 32),
+        ("module", "encoder", 32),
+        ("set", "distilled_set", 32),
+    ]
+    saved = prepared[1].build(0, torch.device("cpu"))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.state_dict().items())
+
+
+def test_encoder_of_another_architecture_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="architecture 'convnet_16_16_in' builds"):
+        prepare_encoders({"resnet": create_backbone("resnet10_cifar")}, ARCH)
+    with pytest.raises(ValueError, match="reserved"):
+        prepare_encoders({NO_PRETRAINING: create_backbone(ARCH)}, ARCH)
+
+
+def test_smaller_encoder_gets_resized_target_images(caplog):
+    data_path("cifar10")
+    encoder = create_backbone("convnet_16_in", image_size=16)
+    settings = TransferSettings(max_train_examples=100, max_test_examples=50)
+    with caplog.at_level(logging.INFO, logger="hf_ssdd.transfer"):
+        results = evaluate_transfer(
+            {"small": EncoderSpec(encoder, architecture="convnet_16_in")},
+            ["cifar10"],
+            ["knn"],
+            seeds=[0],
+            settings=settings,
+            progress_bar=False,
+        )
+    assert (
+        "resizing cifar10 images (32 px) to 16 px, the resolution of encoder(s) No pre-training, small"
+        in caplog.text
+    )
+    assert {(row.encoder, row.image_size) for row in results.rows} == {(NO_PRETRAINING, 16), ("small", 16)}
+    data = load_target("cifar10", 16, settings, torch.device("cpu"))
+    assert data.train.images.shape[1:] == (3, 16, 16) and data.test.images.shape[1:] == (3, 16, 16)
+
+
+def test_image_size_override_keeps_the_trunk_weights():
+    model = create_backbone(ARCH, image_size=32)
+    rebuilt = at_resolution(model, 64)
+    assert rebuilt.config.image_size == 64 and rebuilt.num_features == 4 * model.num_features
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in rebuilt.state_dict().items())
+    assert at_resolution(model, 32) is model
+
+
+def test_target_without_label_column_names_its_columns(tmp_path):
+    folder = tmp_path / "unlabelled"
+    features = Features({"image": Image(), "note": Value("string")})
+    for split in ("train", "test"):
+        images = [PILImage.new("RGB", (8, 8))] * 2
+        dataset = Dataset.from_dict({"image": images, "note": ["a", "b"]}, features=features)
+        dataset.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    with pytest.raises(
+        ValueError, match=r"unlabelled.*has no label column; its columns are \['image', 'note'\]"
+    ):
+        load_target(str(folder), 8, TransferSettings(), torch.device("cpu"))
+
+
+def test_bad_requests_fail_before_any_work():
+    with pytest.raises(ValueError, match="unknown or no protocol"):
+        evaluate_transfer({}, ["cifar10"], ["linear-probe"])
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        evaluate_transfer({}, ["cifar10"], ["knn"], [0.0])
+
+
+def test_cli_runs_a_distilled_set_folder(distilled, tmp_path):
+    distilled.save(tmp_path / "krr")
+    out = tmp_path / "run"
+    argv = ["transfer", "--distilled_sets", f"[KRR-ST={tmp_path / 'krr'}]", "--architecture", ARCH]
+    argv += ["--protocols", "[knn]", "--label_fractions", "[0.5]", "--seeds", "[3]", "--pretrain_epochs", "1"]
+    argv += ["--max_train_examples", "100", "--max_test_examples", "50", "--output_dir", str(out)]
+    assert cli.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.yaml",
+        "results.json",
+        "results.md",
+        "results.png",
+    ]
+    results = TransferResults.load(out / "results.json")
+    assert [(r.encoder, r.label_fraction, r.seeds) for r in results.rows] == [
+        (NO_PRETRAINING, 0.5, [3]),
+        ("KRR-ST", 0.5, [3]),
+    ]
+
+
+def test_targets_resolve_offline_by_catalog_name_and_hub_id(caplog):
+    data_path("flowers102")
+    settings = TransferSettings(max_train_examples=40, max_test_examples=20)
+    with caplog.at_level(logging.INFO, logger="hf_ssdd.transfer"):
+        data = load_target("Donghyun99/Oxford-Flower-102", 32, settings, torch.device("cpu"), ["enc"])
+    assert "resizing Donghyun99/Oxford-Flower-102 images (not square) to 32 px" in caplog.text
+    assert (data.train.split, data.test.split) == ("train", "test") and data.num_classes == 102
+    assert data.train.images.shape == (40, 3, 32, 32) and data.test.images.shape == (20, 3, 32, 32)
+    same = load_target("flowers102", 32, settings, torch.device("cpu"))
+    assert torch.equal(same.train.images, data.train.images)
+    assert same.train.mean == data.train.mean == (0.4344, 0.3030, 0.2955)  # KRR-ST Flowers constants at 32 px

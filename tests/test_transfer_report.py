@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hf_ssdd.transfer import SCHEMA_VERSION, TransferResults, TransferRow, validate_results
+
+
+def _row(encoder, target="cifar10", protocol="linear_probe", fraction=0.01, accuracies=(40.0, 42.0, 44.0)):
+    return TransferRow(
+        encoder=encoder,
+        architecture="convnet",
+        image_size=32,
+        target=target,
+        protocol=protocol,
+        label_fraction=fraction,
+        seeds=[0, 1, 2],
+        accuracies=list(accuracies),
+        mean=float(np.mean(accuracies)),
+        std=float(np.std(accuracies)),
+    )
+
+
+@pytest.fixture
+def results():
+    rows = [
+        _row(encoder, target, protocol, fraction)
+        for encoder in ("KRR-ST", "Random subset", "No pre-training")
+        for target in ("cifar10", "flowers102")
+        for protocol in ("linear_probe", "finetune")
+        for fraction in (0.01, 1.0)
+    ]
+    metadata = {
+        "date": "2025-01-01T00:00:00+00:00",
+        "device": "cpu",
+        "hf_ssdd_version": "0.1.0",
+        "settings": {},
+    }
+    return TransferResults(rows, {**metadata, "seeds": [0, 1, 2]})
+
+
+def test_json_has_the_documented_schema_and_round_trips(results, tmp_path):
+    paths = results.save(tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["schema_version"] == SCHEMA_VERSION == 1
+    validate_results(data)
+    row = data["rows"][0]
+    assert set(row) == {
+        "encoder",
+        "architecture",
+        "image_size",
+        "target",
+        "protocol",
+        "label_fraction",
+        "seeds",
+        "accuracies",
+        "mean",
+        "std",
+    }
+    assert row["mean"] == pytest.approx(42.0) and row["std"] == pytest.approx(np.std([40, 42, 44]))
+    assert TransferResults.load(paths["json"]) == results
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d["metadata"].pop("date"), "metadata lacks 'date'"),
+        (lambda d: d["rows"][0].pop("target"), r"rows\[0\].target"),
+        (lambda d: d["rows"][1].update(mean="42"), r"rows\[1\].mean"),
+        (lambda d: d["rows"][2].update(accuracies=[1.0]), "one accuracy per seed"),
+    ],
+)
+def test_validation_names_what_is_wrong(results, mutate, message):
+    data = json.loads(json.dumps(results.to_dict()))
+    mutate(data)
+    with pytest.raises(ValueError, match=message):
+        validate_results(data)
+
+
+def test_markdown_lists_baselines_first_with_mean_and_std(results):
+    table = results.to_markdown()
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 3
+    assert lines[0].count("|") == 3 + 8 + 1
+    assert "cifar10 · linear probe · 1% labels" in lines[0]
+    assert "flowers102 · fine-tune · 100% labels" in lines[0]
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        "No pre-training",
+        "Random subset",
+        "KRR-ST",
+    ]
+    assert "42.00 ± 1.63" in lines[2]
+    assert "population std over seeds [0, 1, 2]" in table
+
+
+def test_missing_cells_are_dashes(results):
+    results.rows.pop()
+    assert "| – |" in results.to_markdown()
+
+
+def test_save_writes_the_three_files_atomically(results, tmp_path):
+    paths = results.save(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "results.json",
+        "results.md",
+        "results.png",
+    ]
+    assert paths["markdown"].read_text() == results.to_markdown()
+    with Image.open(paths["chart"]) as chart:
+        assert chart.format == "PNG" and chart.size[0] >= 600
