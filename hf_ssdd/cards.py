@@ -46,14 +46,84 @@ def _markdown_table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _evaluation_text(results: list[dict[str, Any]] | None) -> str:
-    if not results:
-        return "Not evaluated: this card carries no transfer results yet."
-    lines = ["| target | protocol | label fraction | accuracy (%) |", "| --- | --- | --- | --- |"]
-    for r in results:
-        acc = f"{r['mean']:.2f} ± {r['std']:.2f}" if "std" in r else f"{r['mean']:.2f}"
-        lines.append(f"| {r['dataset']} | {r['protocol']} | {r.get('label_fraction', 1.0)} | {acc} |")
-    return "\n".join(lines)
+def hub_dataset_id(ref: str | None) -> str | None:
+    """The Hub id of a dataset reference: the catalog's id for a short name, the reference itself for
+    ``org/name``, ``None`` for a local path or an unknown name."""
+    from hf_ssdd.data import get_spec
+
+    if not ref:
+        return None
+    spec = get_spec(ref)
+    if spec is not None:
+        return spec.hub_id
+    looks_like_id = ref.count("/") == 1 and not ref.startswith((".", "/", "~")) and not Path(ref).exists()
+    return ref if looks_like_id else None
+
+
+def _row_task(row: dict[str, Any]) -> str:
+    from hf_ssdd.transfer.report import PROTOCOL_NAMES
+
+    protocol = PROTOCOL_NAMES.get(row["protocol"], row["protocol"])
+    return f"{protocol}, {100 * row['label_fraction']:g}% labels"
+
+
+def evaluation_markdown(rows: list[dict[str, Any]] | None, subject: str) -> str:
+    """The card's Evaluation section: a table of transfer rows, or a plain "not evaluated" statement.
+
+    Args:
+        rows: transfer rows (:mod:`hf_ssdd.transfer.report` fields) with ``role`` ``"subject"`` (the card's
+            set or model) or ``"baseline"``; ``None`` or empty when there are no results.
+        subject: how the card names what it describes ("this set", "this model").
+    """
+    if not rows:
+        return f"Not evaluated: no transfer results were published with {subject}. No numbers are claimed."
+    lines = [
+        "| encoder | architecture | target | protocol | top-1 accuracy (%) | seeds |",
+        "| --- | --- | --- | --- | ---: | --- |",
+    ]
+    for row in rows:
+        name = f"**{row['encoder']}**" if row.get("role") == "subject" else row["encoder"]
+        accuracy = f"{row['mean']:.2f} ± {row['std']:.2f}"
+        lines.append(
+            f"| {name} | {row['architecture']} | {row['target']} | {_row_task(row)} | {accuracy} | "
+            f"{len(row['seeds'])} |"
+        )
+    note = (
+        f"Top-1 test accuracy (%), mean ± population std over seeds, measured by `hf-ssdd transfer`. "
+        f"Rows in bold: {subject}; the others are baselines of the same evaluation run."
+    )
+    return "\n".join([note, "", *lines])
+
+
+def eval_results(rows: list[dict[str, Any]] | None) -> list[Any] | None:
+    """``model-index`` entries (``huggingface_hub.EvalResult``) for the ``subject`` rows, or ``None``.
+
+    The Hub groups metrics by task type and dataset, so the protocol and label fraction go into each metric's
+    name and ``args`` (with the std over seeds), under one task per target dataset.
+    """
+    from huggingface_hub import EvalResult
+
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="transfer learning (hf-ssdd transfer)",
+            dataset_type=hub_dataset_id(row["target"]) or row["target"],
+            dataset_name=row["target"],
+            dataset_split="test",
+            metric_type="accuracy",
+            metric_name=f"top-1 accuracy (%), {_row_task(row)}",
+            metric_value=round(float(row["mean"]), 4),
+            metric_args={
+                "protocol": row["protocol"],
+                "label_fraction": row["label_fraction"],
+                "std": round(float(row["std"]), 4),
+                "num_seeds": len(row["seeds"]),
+            },
+        )
+        for row in rows or []
+        if row.get("role") == "subject"
+    ]
+    return results or None
 
 
 def dataset_card(dset: DistilledSet, ds: Any, repo_id: str) -> Any:
@@ -65,6 +135,7 @@ def dataset_card(dset: DistilledSet, ds: Any, repo_id: str) -> Any:
     meta = yaml_safe(dset.meta)
     source = meta.get("source") or {}
     teacher = meta.get("teacher") or {}
+    source_id = hub_dataset_id(source.get("id"))
     card_data = DatasetCardData(
         license=meta.get("license", "other"),
         pretty_name=repo_id.split("/")[-1],
@@ -77,7 +148,7 @@ def dataset_card(dset: DistilledSet, ds: Any, repo_id: str) -> Any:
             str(meta.get("method", "unknown")),
         ],
         size_categories=[_size_category(len(dset))],
-        source_datasets=[source["id"]] if source.get("id") else None,
+        source_datasets=[source_id] if source_id else None,
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
     )
     info = ds.info.copy()
@@ -105,5 +176,75 @@ def dataset_card(dset: DistilledSet, ds: Any, repo_id: str) -> Any:
         has_labels=dset.labels is not None,
         pretraining_table=_markdown_table(pretraining) if pretraining else "(none recorded)",
         backbone=pretraining.get("backbone", "convnet"),
-        evaluation=_evaluation_text(meta.get("evaluation")),
+        evaluation=evaluation_markdown(meta.get("evaluation"), "this set"),
+        encoder_repos=meta.get("encoder_repos") or [],
+    )
+
+
+def model_card(
+    encoder: dict[str, Any],
+    repo_id: str,
+    rows: list[dict[str, Any]] | None = None,
+    distilled_set_repo: str | None = None,
+    set_meta: dict[str, Any] | None = None,
+    license: str = "apache-2.0",
+) -> Any:
+    """The README card of an encoder or teacher repo.
+
+    Args:
+        encoder: ``role`` (``"encoder"``/``"teacher"``), ``format`` (``"timm"``/``"transformers"``),
+            ``architecture``, ``num_features``, ``image_size``, ``mean``, ``std``.
+        repo_id: the model repo.
+        rows: transfer rows with ``role`` (see :func:`evaluation_markdown`); the ``subject`` rows become the
+            ``model-index``.
+        distilled_set_repo: the dataset repo the encoder was pre-trained on (YAML ``datasets``).
+        set_meta: that set's metadata (method, teacher, pre-training recipe), when known.
+        license: the card's license.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    set_meta = yaml_safe(set_meta or {})
+    method = set_meta.get("method")
+    teacher_id = (set_meta.get("teacher") or {}).get("id")
+    pretraining = set_meta.get("pretraining") or {}
+    results = eval_results(rows)
+    tags = ["hf_ssdd", "image-feature-extraction", "self-supervised"]
+    tags += ["teacher"] if encoder["role"] == "teacher" else ["dataset-distillation", "distilled-pretraining"]
+    tags += [method] if method else []
+    metadata = {
+        **encoder,
+        "distilled_set": distilled_set_repo,
+        "method": method,
+        "teacher": teacher_id,
+        "pretraining": pretraining or None,
+    }
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        library_name="timm" if encoder["format"] == "timm" else "transformers",
+        pipeline_tag="image-feature-extraction",
+        license=license,
+        tags=tags,
+        datasets=[distilled_set_repo] if distilled_set_repo else None,
+        metrics=["accuracy"] if results else None,
+        eval_results=results,
+        hf_ssdd={k: v for k, v in yaml_safe(metadata).items() if v is not None},
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path("model_card.md")),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        role=encoder["role"],
+        format=encoder["format"],
+        format_name="timm format" if encoder["format"] == "timm" else "hf_ssdd transformers model",
+        architecture=encoder["architecture"],
+        num_features=encoder["num_features"],
+        image_size=encoder["image_size"],
+        mean=encoder["mean"],
+        std=encoder["std"],
+        distilled_set_repo=distilled_set_repo,
+        method_name=METHOD_NAMES.get(method, method) if method else None,
+        teacher_id=teacher_id,
+        pretraining_table=_markdown_table(pretraining) if pretraining else None,
+        evaluation=evaluation_markdown(rows, "this model"),
     )

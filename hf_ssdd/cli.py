@@ -1,7 +1,8 @@
 """The ``hf-ssdd`` command. Subcommands mirror the recipes in ``recipes/``.
 
 Every subcommand that runs a stage takes ``--config FILE.yaml`` plus ``--key value`` overrides of its config
-dataclass; ``hf-ssdd <command> --help`` lists the keys with their defaults.
+dataclass; ``hf-ssdd <command> --help`` lists the keys with their defaults. Some commands also take leading
+positional arguments for their main keys (``hf-ssdd push RUN_DIR REPO_ID``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ class Command:
     help: str
     target: str  # "module:function"; the function's first parameter is annotated with the config class
     config: str  # "module:ConfigClass"
+    positional: tuple[str, ...] = ()  # config keys that leading positional arguments set, in order
 
 
 COMMANDS: dict[str, Command] = {
+    "quickstart": Command(
+        "the whole pipeline on real CIFAR-10 at small scale: teacher, KRR-ST, random subset, pre-train, linear probe",
+        "hf_ssdd.quickstart:run_quickstart",
+        "hf_ssdd.quickstart:QuickstartConfig",
+    ),
     "pretrain-teacher": Command(
         "train a Barlow Twins teacher and save it as an HF model",
         "hf_ssdd.ssl.train:train_teacher",
@@ -48,6 +55,12 @@ COMMANDS: dict[str, Command] = {
         "evaluate encoders and distilled sets on target datasets (linear probe, fine-tuning, kNN)",
         "hf_ssdd.transfer.run:run_transfer",
         "hf_ssdd.transfer.run:TransferConfig",
+    ),
+    "push": Command(
+        "publish a finished run to the Hugging Face Hub: RUN_DIR REPO_ID (set + encoder, one commit each)",
+        "hf_ssdd.hub:run_push",
+        "hf_ssdd.hub:PushConfig",
+        positional=("run_dir", "repo_id"),
     ),
 }
 
@@ -80,6 +93,15 @@ UTILITIES: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
 }
 
 
+def _positional_to_options(keys: tuple[str, ...], argv: list[str]) -> list[str]:
+    """Turn up to ``len(keys)`` leading non-option arguments into ``--key value`` pairs."""
+    count = 0
+    while count < min(len(keys), len(argv)) and not argv[count].startswith("--"):
+        count += 1
+    options = [item for key, value in zip(keys, argv[:count]) for item in (f"--{key}", value)]
+    return options + argv[count:]
+
+
 def _usage() -> str:
     lines = ["usage: hf-ssdd <command> [--config FILE.yaml] [--key value ...]", "", "commands:"]
     lines += [f"  {name:18s} {cmd.help}" for name, cmd in COMMANDS.items()]
@@ -104,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hf-ssdd {name}: {cmd.help}\n\n{config_help(config_cls)}")
         return 0
     try:
-        cfg = parse_config(config_cls, rest)
+        cfg = parse_config(config_cls, _positional_to_options(cmd.positional, rest))
     except ConfigError as e:
         print(f"hf-ssdd {name}: {e}", file=sys.stderr)
         return 2

@@ -117,7 +117,7 @@ def pretrain(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         bar.update(1)
         bar.set_postfix(loss=f"{total / n:.4g}")
     bar.close()

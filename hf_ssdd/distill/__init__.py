@@ -17,6 +17,7 @@ from hf_ssdd.distill.experts import (
 )
 from hf_ssdd.distill.krr_st import KRRSTConfig, KRRSTDistiller, krr_predict
 from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller, NonPositiveLearningRateError
+from hf_ssdd.distill.subsets import KMeansSubset, RandomSubset, SubsetConfig
 
 __all__ = [
     "DistilledSet",
@@ -31,6 +32,9 @@ __all__ = [
     "MKDTConfig",
     "MKDTDistiller",
     "NonPositiveLearningRateError",
+    "KMeansSubset",
+    "RandomSubset",
+    "SubsetConfig",
     "create_distiller",
     "get_distiller_class",
     "krr_predict",

@@ -1,6 +1,7 @@
 """DistilledSet: synthetic images + target representations + metadata, saved as a Hub-style dataset folder.
 
-Folder layout (what ``push_to_hub`` would create, loadable by ``datasets.load_dataset(folder)`` with no hf_ssdd code):
+Folder layout (the Hub dataset repo that :meth:`DistilledSet.push_to_hub` publishes, loadable by
+``datasets.load_dataset(folder_or_repo_id)`` with no hf_ssdd code):
 
 ```
 README.md                               dataset card; YAML: dataset_info, configs, license, tags, hf_ssdd metadata
@@ -174,16 +175,62 @@ class DistilledSet:
             labels=labels,
         )
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        overwrite_schema: bool = False,
+    ) -> Any:
+        """Publish the set as a Hub dataset repo: the :meth:`save` folder, uploaded in one commit.
+
+        Shards of an earlier push that this one does not overwrite are deleted in the same commit.
+
+        Args:
+            repo_id: ``org/name`` of the dataset repo (created if missing).
+            private: create the repo as private.
+            token: Hub token (default: the logged-in one).
+            revision: branch to commit to (created if missing); default ``main``.
+            commit_message: the commit message.
+            overwrite_schema: replace a set with other columns (e.g. another target size) already in the repo.
+
+        Returns:
+            The ``huggingface_hub.CommitInfo`` of the commit.
+
+        Raises:
+            hf_ssdd.hub.SchemaMismatchError: the repo holds a set with other columns and ``overwrite_schema``
+                is False; nothing is pushed.
+            hf_ssdd.hub.HubError: a network or Hub error; the repo is unchanged and the push can be retried.
+        """
+        from hf_ssdd.hub import push_distilled_set
+
+        return push_distilled_set(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            overwrite_schema=overwrite_schema,
+        )
+
     @classmethod
-    def from_pretrained(cls, repo_id_or_folder: str | Path, revision: str | None = None) -> DistilledSet:
-        """Load from a local folder or a Hub dataset repo (``org/name``)."""
+    def from_pretrained(
+        cls, repo_id_or_folder: str | Path, revision: str | None = None, token: str | None = None
+    ) -> DistilledSet:
+        """Load from a local folder or a Hub dataset repo (``org/name``, at ``revision``; ``token`` for
+        private repos, default: the logged-in one)."""
         path = Path(repo_id_or_folder).expanduser()
         if path.is_dir():
             return cls.load(path)
         from huggingface_hub import snapshot_download
 
         try:
-            local = snapshot_download(repo_id=str(repo_id_or_folder), repo_type="dataset", revision=revision)
+            local = snapshot_download(
+                repo_id=str(repo_id_or_folder), repo_type="dataset", revision=revision, token=token
+            )
         except Exception as e:
             raise DistilledSetError(
                 f"cannot load distilled set {repo_id_or_folder!r}: not a local folder and the Hub copy is unavailable "

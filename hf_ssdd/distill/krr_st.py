@@ -23,6 +23,8 @@ Reference quirks behind flags (fixed behaviour by default):
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,6 +108,23 @@ def krr_predict(
         return k_rs @ alpha
 
 
+class _Timer:
+    """Accumulate wall time of a block into ``timings[name]``, synchronizing CUDA around it."""
+
+    def __init__(self, timings: dict[str, float], name: str, device: torch.device):
+        self.timings, self.name, self.cuda = timings, name, device.type == "cuda"
+
+    def __enter__(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
+
+
 @register_distiller("krr_st")
 class KRRSTDistiller(Distiller):
     """KRR-ST (Lee et al., ICLR 2024). See the module docstring."""
@@ -136,6 +155,7 @@ class KRRSTDistiller(Distiller):
         self.counters: list[int] = []
         self.generations: list[int] = []
         self._perm: tuple[int, torch.Tensor] | None = None
+        self.timings: dict[str, float] | None = None  # set to {} to time the parts of each step (benchmarks)
 
     @property
     def num_steps(self) -> int:
@@ -220,7 +240,7 @@ class KRRSTDistiller(Distiller):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def _update_pool(self, i: int) -> None:
         """After model ``i`` was used: re-initialize it at the age limit, else train it one step (spec §1.5)."""
@@ -245,49 +265,60 @@ class KRRSTDistiller(Distiller):
             )
         return self._perm[1][pos * b : (pos + 1) * b].to(self.device)
 
+    def _section(self, name: str):
+        """Time a part of the step into ``self.timings`` (seconds, CUDA-synchronized) when timing is enabled."""
+        if self.timings is None:
+            return contextlib.nullcontext()
+        return _Timer(self.timings, name, self.device)
+
     def step(self) -> dict[str, float]:
         cfg, s = self.config, self.step_count
         i = int(torch.randint(len(self.pool), (1,), generator=derived_generator(self.seed, "model", s)))
         model = self.pool[i].eval()
 
-        x = self.source.images[self.real_batch_indices(s)]
-        if cfg.real_augment:  # augment the whole global batch so every process sees the same views
-            x = random_crop_flip(
-                x, padding=4, generator=derived_generator(self.seed, "aug", s, device=self.device)
-            )
-        shard = cfg.real_batch_size // self.world_size
-        x = x[self.rank * shard : (self.rank + 1) * shard]
-        y_real = self.teacher.encode(x).to(self.device)
+        with self._section("teacher"):
+            x = self.source.images[self.real_batch_indices(s)]
+            if cfg.real_augment:  # augment the whole global batch so every process sees the same views
+                x = random_crop_flip(
+                    x, padding=4, generator=derived_generator(self.seed, "aug", s, device=self.device)
+                )
+            shard = cfg.real_batch_size // self.world_size
+            x = x[self.rank * shard : (self.rank + 1) * shard]
+            y_real = self.teacher.encode(x).to(self.device)
         mean, std = self._mean_std()
         x_real = self._as_input((x.float() / 255.0 - mean) / std)
 
-        with self._autocast():
+        with self._section("pool_forward"), self._autocast():
             feat_syn = model.forward_features(self._as_input(self.x_syn))
             with torch.no_grad():
                 feat_real = model.forward_features(x_real)
-        pred = krr_predict(
-            with_bias_column(feat_syn.float()),
-            with_bias_column(feat_real.float()),
-            self.y_syn,
-            cfg.ridge,
-            cfg.solver,
-        )
-        # sum over this shard / global count: summing the processes' gradients gives the full-batch mean's gradient
-        loss = (pred - y_real).pow(2).sum() / (cfg.real_batch_size * y_real.shape[1])
-        grad_x, grad_y = torch.autograd.grad(loss, [self.x_syn, self.y_syn])
-        loss = loss.detach()
-        if self.world_size > 1:
-            grad_x, grad_y, loss = (
-                self.accelerator.reduce(t, reduction="sum") for t in (grad_x, grad_y, loss)
+        with self._section("kernel_solve"):
+            pred = krr_predict(
+                with_bias_column(feat_syn.float()),
+                with_bias_column(feat_real.float()),
+                self.y_syn,
+                cfg.ridge,
+                cfg.solver,
             )
-        self.x_syn.grad, self.y_syn.grad = grad_x, grad_y
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([self.x_syn, self.y_syn], cfg.grad_clip)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self._update_pool(i)
+            # sum over this shard / global count: summing the processes' gradients gives the full-batch mean's gradient
+            loss = (pred - y_real).pow(2).sum() / (cfg.real_batch_size * y_real.shape[1])
+        with self._section("synthetic_backward"):
+            grad_x, grad_y = torch.autograd.grad(loss, [self.x_syn, self.y_syn])
+        loss = loss.detach()
+        with self._section("outer_update"):
+            if self.world_size > 1:
+                grad_x, grad_y, loss = (
+                    self.accelerator.reduce(t, reduction="sum") for t in (grad_x, grad_y, loss)
+                )
+            self.x_syn.grad, self.y_syn.grad = grad_x, grad_y
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([self.x_syn, self.y_syn], cfg.grad_clip)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+        with self._section("pool_update"):
+            self._update_pool(i)
         self.step_count += 1
         return {"loss": float(loss), "lr": lr, "model": i, "age": self.counters[i]}
 

@@ -30,6 +30,8 @@ from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.distill.experts import ExpertTrajectory
 from hf_ssdd.distill.krr_st import KRRSTConfig
 from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller
+from hf_ssdd.distill.subsets import SubsetConfig
+from hf_ssdd.io import atomic_write_text
 from hf_ssdd.plots import save_curves, save_image_grid
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.utils import progress
@@ -66,6 +68,8 @@ class DistillRunConfig:
     log_with: str | None = None
     krr_st: KRRSTConfig = field(default_factory=KRRSTConfig)
     mkdt: MKDTConfig = field(default_factory=MKDTConfig)
+    random: SubsetConfig = field(default_factory=SubsetConfig)
+    kmeans: SubsetConfig = field(default_factory=SubsetConfig)
 
 
 class RunError(RuntimeError):
@@ -173,7 +177,8 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
         state = load_checkpoint_state(ckpt)
         distiller.load_state_dict(state["distiller"])
         history = state["history"]
-        if acc.is_main_process:
+        if acc.is_main_process:  # drop metrics logged after the checkpoint (they will be logged again)
+            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             print(f"resumed from {ckpt} (step {distiller.step_count})")
     else:
         distiller.init()

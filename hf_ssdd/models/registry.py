@@ -28,8 +28,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
@@ -54,6 +56,9 @@ from hf_ssdd.models.hub.modeling_ssdd import (
 )
 
 TIMM_PREFIX = "timm:"
+TIMM_EXPORT_TAG = "hf_ssdd"
+# registry metadata that timm's exporter copies into pretrained_cfg but that does not describe our weights
+_TIMM_REGISTRY_KEYS = ("license", "origin_url", "paper_ids", "paper_name", "notes", "pool_size")
 _CONVNET_NAME = re.compile(r"^convnet((?:_\d+)+)_(bn|in|none)$")
 _CONVNET_NORMS = {"bn": "batchnorm", "in": "instancenorm", "none": "none"}
 
@@ -220,12 +225,14 @@ class TimmBackbone(nn.Module):
 
     Trunk features are timm's ``forward_head(forward_features(x), pre_logits=True)`` flattened (for most models the
     globally pooled features); ``last_hidden_state`` is timm's ``forward_features`` output (``[B, C, h, w]`` for
-    CNNs, ``[B, tokens, C]`` for ViTs). Normalization statistics travel in ``model.pretrained_cfg``.
+    CNNs, ``[B, tokens, C]`` for ViTs). Normalization statistics and the input resolution travel in
+    ``model.pretrained_cfg``; :meth:`save_pretrained` writes the trunk in timm format.
 
     Args:
         model_name: timm model name, or ``local-dir:/path`` / ``hf-hub:org/x``.
         head_dim: Output size of the linear head; 0 means no head.
-        image_size: Passed as ``img_size`` to models that accept it (ViTs); ignored by the others.
+        image_size: Recorded as ``input_size`` in ``pretrained_cfg``, and passed as ``img_size`` to models
+            that accept it (ViTs).
         pretrained: Load pretrained weights; None means True for ``local-dir:`` / ``hf-hub:`` sources only.
         mean: Input normalization mean recorded in ``pretrained_cfg``, or None to keep timm's.
         std: Input normalization std recorded in ``pretrained_cfg``, or None to keep timm's.
@@ -245,14 +252,16 @@ class TimmBackbone(nn.Module):
         super().__init__()
         if pretrained is None:
             pretrained = model_name.startswith(("local-dir:", "hf-hub:"))
+        self.in_chans = int(timm_kwargs.get("in_chans", 3))
         overlay = {key: tuple(value) for key, value in (("mean", mean), ("std", std)) if value is not None}
+        if image_size is not None:
+            overlay["input_size"] = (self.in_chans, image_size, image_size)
         if overlay:
             timm_kwargs["pretrained_cfg_overlay"] = {
                 **timm_kwargs.get("pretrained_cfg_overlay", {}),
                 **overlay,
             }
         self.model = _create_timm_model(model_name, pretrained, image_size, timm_kwargs)
-        self.in_chans = int(timm_kwargs.get("in_chans", 3))
         self.num_features = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self.head = _make_head(self.num_features, head_dim)
 
@@ -284,6 +293,40 @@ class TimmBackbone(nn.Module):
         logits = None if isinstance(self.head, nn.Identity) else self.head(features)
         output = SSDDModelOutput(last_hidden_state=feature_map, pooler_output=features, logits=logits)
         return output.to_tuple() if return_dict is False else output
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """Save the trunk in timm format: ``config.json`` + ``model.safetensors``.
+
+        The folder loads with ``timm.create_model("local-dir:<folder>", pretrained=True)`` (``hf-hub:<repo>``
+        once published), ``transformers.AutoModel.from_pretrained`` (``TimmWrapperModel``) and
+        ``TimmBackbone("local-dir:<folder>")``. Preprocessing: the recorded ``input_size`` and normalization,
+        no crop. Two fixes to timm's exporter: ``model_args.num_classes`` is dropped (``TimmWrapperModel``
+        passes ``num_classes=0`` itself and fails on the duplicate), and the registry metadata of the source
+        weights (license, origin, papers, tag, test-time and pooling sizes) is removed so that the export
+        claims no provenance.
+
+        Raises:
+            ValueError: The backbone has a head; the timm format holds the trunk only (call
+                ``reset_head(0)``).
+        """
+        from timm.models import save_for_hf
+
+        if not isinstance(self.head, nn.Identity):
+            raise ValueError("timm format stores the trunk only; call reset_head(0) before save_pretrained")
+        folder = Path(save_directory)
+        save_for_hf(
+            self.model,
+            folder,
+            safe_serialization=True,
+            model_config={"pretrained_cfg": {"tag": TIMM_EXPORT_TAG}},
+            data_config={"input_size": self.model.pretrained_cfg["input_size"], "crop_pct": 1.0},
+        )
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text())
+        config.get("model_args", {}).pop("num_classes", None)
+        for key in _TIMM_REGISTRY_KEYS:
+            config["pretrained_cfg"].pop(key, None)
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _make_head(num_features: int, head_dim: int) -> nn.Module:

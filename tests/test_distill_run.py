@@ -1,0 +1,86 @@
+"""The distillation recipe end to end on real CIFAR-10: outputs, SIGKILL + --resume equals an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import data_path
+
+from hf_ssdd.config import parse_config
+from hf_ssdd.distill import DistilledSet
+from hf_ssdd.distill.run import DistillRunConfig, RunError, run_distillation
+from hf_ssdd.models import create_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    create_backbone(
+        "convnet_8_16_none", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]
+    ).save_pretrained(folder)
+    return folder
+
+
+def _args(teacher, out, steps=60):
+    return [
+        "--teacher", str(teacher), "--output_dir", str(out), "--seed", "1",
+        "--source.dataset", "cifar10", "--source.max_examples", "512",
+        "--krr_st.num_images", "16", "--krr_st.model", "convnet_8_16_bn", "--krr_st.num_models", "2",
+        "--krr_st.pool_age_limit", "10", "--krr_st.outer_steps", str(steps), "--krr_st.real_batch_size", "64",
+        "--krr_st.outer_lr", "0.01", "--checkpoint_every", "5", "--log_every", "5",
+    ]  # fmt: skip
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, teacher_dir):
+    data_path("cifar10")
+    full = run_distillation(parse_config(DistillRunConfig, _args(teacher_dir, tmp_path / "full")))
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_SSDD_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "recipes" / "distill.py"), *_args(teacher_dir, out)], env=env
+    )
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "latest").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "distilled").exists(), "the run finished before it could be killed"
+    assert (out / "checkpoints" / "latest").exists()
+
+    resumed = run_distillation(parse_config(DistillRunConfig, [*_args(teacher_dir, out), "--resume"]))
+    assert torch.equal(full.images, resumed.images) and torch.equal(full.targets, resumed.targets)
+    again = DistilledSet.load(out / "distilled")
+    assert torch.equal(again.images, full.images) and again.meta["steps"] == 60
+    for name in ("config.yaml", "synthetic_grid.png", "loss_curve.png", "metrics.jsonl"):
+        assert (out / name).is_file(), name
+    steps = [
+        int(line.split('"step": ')[1].split(",")[0])
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(5, 61, 5))  # no duplicates after the resume
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, teacher_dir):
+    data_path("cifar10")
+    out = tmp_path / "run"
+    run_distillation(parse_config(DistillRunConfig, _args(teacher_dir, out, steps=2)))
+    with pytest.raises(RunError, match="--resume"):
+        run_distillation(parse_config(DistillRunConfig, _args(teacher_dir, out, steps=2)))
+    done = run_distillation(
+        parse_config(DistillRunConfig, [*_args(teacher_dir, out, steps=2), "--overwrite"])
+    )
+    assert len(done) == 16
+
+
+def test_missing_teacher_is_a_clear_error(tmp_path):
+    with pytest.raises(RunError, match="no teacher"):
+        run_distillation(DistillRunConfig(output_dir=str(tmp_path / "x")))
