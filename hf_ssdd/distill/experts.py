@@ -148,6 +148,7 @@ class ExpertTrajectory:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ExpertTrajectory:
+        """Read the header of an expert file (snapshots are read by :meth:`snapshot`)."""
         path = Path(path)
         with safe_open(str(path), framework="pt") as f:
             meta = ExpertMeta.from_header(f.metadata() or {}, where=str(path))
@@ -155,6 +156,7 @@ class ExpertTrajectory:
 
     @property
     def name(self) -> str:
+        """The file name (or an in-memory label), for messages."""
         return self.path.name if self.path is not None else f"expert {self.meta.index} (in memory)"
 
     def snapshot(self, epoch: int) -> dict[str, torch.Tensor]:
@@ -262,6 +264,7 @@ class ExpertTrainer:
         return snapshots, losses, model
 
     def meta(self, index: int, model: nn.Module, losses: list[float]) -> ExpertMeta:
+        """The description stored in expert ``index``'s file."""
         config = getattr(model, "config", None)
         return ExpertMeta(
             architecture=self.architecture,
