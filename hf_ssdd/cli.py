@@ -36,6 +36,11 @@ COMMANDS: dict[str, Command] = {
         "hf_ssdd.ssl.train:train_teacher",
         "hf_ssdd.ssl.train:TeacherTrainConfig",
     ),
+    "train-experts": Command(
+        "train MKDT's KD experts (parameter trajectories) for a distill config",
+        "hf_ssdd.distill.run:run_expert_training",
+        "hf_ssdd.distill.run:DistillRunConfig",
+    ),
     "distill": Command(
         "distill a dataset into a DistilledSet (KRR-ST, MKDT, subset baselines)",
         "hf_ssdd.distill.run:run_distillation",

@@ -8,15 +8,30 @@ from hf_ssdd.distill.base import (
     register_distiller,
 )
 from hf_ssdd.distill.distilled_set import DistilledSet, DistilledSetError
+from hf_ssdd.distill.experts import (
+    ExpertConfig,
+    ExpertError,
+    ExpertTrainer,
+    ExpertTrajectory,
+    load_trajectories,
+)
 from hf_ssdd.distill.krr_st import KRRSTConfig, KRRSTDistiller, krr_predict
+from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller, NonPositiveLearningRateError
 from hf_ssdd.distill.subsets import KMeansSubset, RandomSubset, SubsetConfig
 
 __all__ = [
     "DistilledSet",
     "DistilledSetError",
     "Distiller",
+    "ExpertConfig",
+    "ExpertError",
+    "ExpertTrainer",
+    "ExpertTrajectory",
     "KRRSTConfig",
     "KRRSTDistiller",
+    "MKDTConfig",
+    "MKDTDistiller",
+    "NonPositiveLearningRateError",
     "KMeansSubset",
     "RandomSubset",
     "SubsetConfig",
@@ -24,5 +39,6 @@ __all__ = [
     "get_distiller_class",
     "krr_predict",
     "list_distillers",
+    "load_trajectories",
     "register_distiller",
 ]

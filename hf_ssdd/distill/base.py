@@ -3,7 +3,9 @@
 A distiller turns an :class:`~hf_ssdd.data.ImageSource` and a :class:`~hf_ssdd.teachers.Teacher` into a
 :class:`~hf_ssdd.distill.DistilledSet`: ``init()`` once, ``step()`` ``num_steps`` times, ``export()``.
 ``state_dict()`` / ``load_state_dict()`` capture everything needed for exact resume. Distillers never touch files
-or the command line; recipes do.
+or the command line; recipes do. A method that needs resources built before it (MKDT: teacher features and trained
+experts) provides them from the classmethod ``prepare``, which the run driver calls; its result is passed to the
+constructor as keyword arguments.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -39,6 +42,24 @@ class Distiller(ABC):
         self.accelerator = accelerator
         self.seed = seed
         self.step_count = 0
+
+    @classmethod
+    def prepare(
+        cls, run_cfg: Any, source: Any, teacher: Any, accelerator: Any, output_dir: Path
+    ) -> dict[str, Any]:
+        """Build what the method needs before construction (run driver stage; may write under ``output_dir``).
+
+        Args:
+            run_cfg: the whole run configuration (``DistillRunConfig``).
+            source: the real images.
+            teacher: the frozen teacher.
+            accelerator: the run's ``accelerate.Accelerator`` (or ``None``).
+            output_dir: the run's output folder.
+
+        Returns:
+            Keyword arguments for the constructor (none by default).
+        """
+        return {}
 
     @property
     def device(self) -> torch.device:
@@ -127,9 +148,18 @@ def get_distiller_class(name: str) -> type[Distiller]:
 
 
 def create_distiller(
-    name: str, config: Any, source: Any, teacher: Any, accelerator: Any = None, seed: int = 0
+    name: str,
+    config: Any,
+    source: Any,
+    teacher: Any,
+    accelerator: Any = None,
+    seed: int = 0,
+    **resources: Any,
 ) -> Distiller:
-    """Instantiate the registered distiller ``name`` (``config`` may be a dataclass or a mapping)."""
+    """Instantiate the registered distiller ``name`` (``config`` may be a dataclass or a mapping).
+
+    ``resources`` (e.g. the result of the class's :meth:`Distiller.prepare`) go to the constructor as keywords.
+    """
     from hf_ssdd.config import config_from_dict
 
     cls = get_distiller_class(name)
@@ -137,4 +167,4 @@ def create_distiller(
         config = config_from_dict(cls.config_class, config)
     elif config is None:
         config = cls.config_class()
-    return cls(config, source, teacher, accelerator=accelerator, seed=seed)
+    return cls(config, source, teacher, accelerator=accelerator, seed=seed, **resources)

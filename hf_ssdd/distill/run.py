@@ -7,6 +7,10 @@ Used by ``recipes/distill.py`` and ``hf-ssdd distill``. Everything written goes 
     synthetic_grid.png, loss_curve.png refreshed at every checkpoint
     metrics.jsonl                      one line of metrics per logged step
     distilled/                         the final DistilledSet (Hub dataset folder)
+    experts/                           MKDT only: expert trajectories (unless ``mkdt.experts.directory`` is set)
+
+Before constructing the distiller the driver calls the method's ``prepare`` stage (MKDT: teacher features and
+expert training); :func:`run_expert_training` runs that stage alone (``hf-ssdd train-experts``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from hf_ssdd.config import config_to_dict, save_config
 from hf_ssdd.data import load_image_source
 from hf_ssdd.distill.base import create_distiller, get_distiller_class
 from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.distill.experts import ExpertTrajectory
 from hf_ssdd.distill.krr_st import KRRSTConfig
+from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller
 from hf_ssdd.distill.subsets import SubsetConfig
 from hf_ssdd.io import atomic_write_text
 from hf_ssdd.plots import save_curves, save_image_grid
@@ -33,7 +39,7 @@ from hf_ssdd.utils import progress
 
 @dataclass
 class SourceConfig:
-    """Which real images to distill."""
+    """Which real images to distill (``convention``: catalog normalization constants, ``krr_st`` or ``mkdt``)."""
 
     dataset: str = "cifar10"
     split: str = "train"
@@ -41,6 +47,7 @@ class SourceConfig:
     max_examples: int | None = None
     image_column: str | None = None
     label_column: str | None = None
+    convention: str = "krr_st"
 
 
 @dataclass
@@ -60,6 +67,7 @@ class DistillRunConfig:
     overwrite: bool = False
     log_with: str | None = None
     krr_st: KRRSTConfig = field(default_factory=KRRSTConfig)
+    mkdt: MKDTConfig = field(default_factory=MKDTConfig)
     random: SubsetConfig = field(default_factory=SubsetConfig)
     kmeans: SubsetConfig = field(default_factory=SubsetConfig)
 
@@ -97,15 +105,56 @@ def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) ->
     )
 
 
+def _require_teacher(cfg: DistillRunConfig) -> None:
+    if not cfg.teacher:
+        raise RunError(
+            "no teacher given: pass --teacher <folder or Hub id> (e.g. the output of hf-ssdd pretrain-teacher)"
+        )
+
+
+def _load_inputs(cfg: DistillRunConfig, acc: Any) -> tuple[Any, Teacher]:
+    """The source images and the teacher of the run, on the accelerator's device."""
+    src = cfg.source
+    source = load_image_source(
+        src.dataset,
+        split=src.split,
+        image_size=src.image_size,
+        device=acc.device,
+        max_examples=src.max_examples,
+        image_column=src.image_column,
+        label_column=src.label_column,
+        convention=src.convention,
+    )
+    teacher = Teacher.from_pretrained(cfg.teacher, precision=cfg.teacher_precision, device=acc.device)
+    return source, teacher
+
+
+def run_expert_training(cfg: DistillRunConfig, accelerator: Any = None) -> list[ExpertTrajectory]:
+    """MKDT's expert stage alone: teacher features, then the experts missing from the expert folder.
+
+    The expert folder is ``mkdt.experts.directory``, else ``<output_dir>/experts``, so that a later
+    ``hf-ssdd distill`` with the same config finds them. Processes train different experts in parallel.
+    """
+    from accelerate import Accelerator
+
+    if cfg.method != "mkdt":
+        raise RunError(f"expert training belongs to method 'mkdt', but the config says method {cfg.method!r}")
+    _require_teacher(cfg)
+    acc = accelerator or Accelerator()
+    source, teacher = _load_inputs(cfg, acc)
+    experts = MKDTDistiller.prepare(cfg, source, teacher, acc, Path(cfg.output_dir))["experts"]
+    if acc.is_main_process:
+        folder = experts[0].path.parent
+        print(f"{len(experts)} experts (epochs 0..{cfg.mkdt.expert_max_epoch()}) in {folder}")
+    return experts
+
+
 def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> DistilledSet:
     """Distill ``cfg.source`` with ``cfg.method``; resumes from the newest checkpoint with ``cfg.resume``."""
     from accelerate import Accelerator
 
     acc = accelerator or Accelerator(log_with=cfg.log_with)
-    if not cfg.teacher:
-        raise RunError(
-            "no teacher given: pass --teacher <folder or Hub id> (e.g. the output of hf-ssdd pretrain-teacher)"
-        )
+    _require_teacher(cfg)
     method_cfg = _method_config(cfg)
     out = _prepare_output(cfg, acc.is_main_process)
     acc.wait_for_everyone()
@@ -116,18 +165,11 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
         if cfg.log_with:
             acc.init_trackers("hf_ssdd_distill", config=config_to_dict(cfg))
 
-    src = cfg.source
-    source = load_image_source(
-        src.dataset,
-        split=src.split,
-        image_size=src.image_size,
-        device=acc.device,
-        max_examples=src.max_examples,
-        image_column=src.image_column,
-        label_column=src.label_column,
+    source, teacher = _load_inputs(cfg, acc)
+    resources = get_distiller_class(cfg.method).prepare(cfg, source, teacher, acc, out)
+    distiller = create_distiller(
+        cfg.method, method_cfg, source, teacher, accelerator=acc, seed=cfg.seed, **resources
     )
-    teacher = Teacher.from_pretrained(cfg.teacher, precision=cfg.teacher_precision, device=acc.device)
-    distiller = create_distiller(cfg.method, method_cfg, source, teacher, accelerator=acc, seed=cfg.seed)
 
     history: list[dict[str, float]] = []
     ckpt = latest_checkpoint(out) if cfg.resume else None
