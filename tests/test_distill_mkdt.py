@@ -548,3 +548,55 @@ def test_paper_configs_follow_the_reference_scripts(name, dataset, n, model, ste
     )
     e = m.experts
     assert (e.lr, e.momentum, e.weight_decay, e.batch_size) == (0.1, 0.9, 1e-4, 256)
+
+
+def test_subset_baselines_through_the_run_driver(tmp_path):
+    """high_loss reuses the MKDT experts and equals MKDT's initialization; random/kmeans get cached features."""
+    from hf_ssdd.config import config_from_dict
+    from hf_ssdd.distill.run import DistillRunConfig, run_distillation
+
+    data, teacher = _image_folder(tmp_path / "data"), _teacher_folder(tmp_path / "teacher")
+    matching = {
+        "num_images": 6,
+        "model_overrides": TINY,
+        "syn_steps": 2,
+        "batch_syn": 4,
+        "max_start_epoch": 1,
+    }
+    matching.update(
+        expert_epochs=1, experts={"num_experts": 2, "batch_size": 8, "directory": str(tmp_path / "experts")}
+    )
+    base = {"source": {"dataset": str(data)}, "teacher": str(teacher)}
+    mkdt = run_distillation(
+        config_from_dict(
+            DistillRunConfig,
+            {
+                **base,
+                "method": "mkdt",
+                "output_dir": str(tmp_path / "mkdt"),
+                "mkdt": {**matching, "iterations": 0},
+            },
+        )
+    )
+    high = run_distillation(
+        config_from_dict(
+            DistillRunConfig,
+            {**base, "method": "high_loss", "output_dir": str(tmp_path / "hl"), "high_loss": matching},
+        )
+    )
+    assert high.meta["method"] == "high_loss" and high.meta["steps"] == 0
+    assert torch.equal(high.images, mkdt.images) and torch.equal(high.targets, mkdt.targets)
+    for method in ("random", "kmeans"):
+        out = tmp_path / method
+        dset = run_distillation(
+            config_from_dict(
+                DistillRunConfig,
+                {**base, "method": method, "output_dir": str(out), method: {"num_images": 5}},
+            )
+        )
+        assert (
+            len(dset) == 5
+            and (out / "distilled" / "README.md").is_file()
+            and (out / "synthetic_grid.png").is_file()
+        )
+        assert not (out / "loss_curve.png").exists()

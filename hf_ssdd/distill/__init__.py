@@ -16,7 +16,7 @@ from hf_ssdd.distill.experts import (
     load_trajectories,
 )
 from hf_ssdd.distill.krr_st import KRRSTConfig, KRRSTDistiller, krr_predict
-from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller, NonPositiveLearningRateError
+from hf_ssdd.distill.mkdt import HighLossSubset, MKDTConfig, MKDTDistiller, NonPositiveLearningRateError
 from hf_ssdd.distill.subsets import KMeansSubset, RandomSubset, SubsetConfig
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ExpertError",
     "ExpertTrainer",
     "ExpertTrajectory",
+    "HighLossSubset",
     "KRRSTConfig",
     "KRRSTDistiller",
     "MKDTConfig",

@@ -246,7 +246,7 @@ class MKDTDistiller(Distiller):
         """
         from hf_ssdd.teachers import encode_source
 
-        cfg: MKDTConfig = run_cfg.mkdt
+        cfg: MKDTConfig = getattr(run_cfg, cls.name)
         features = encode_source(teacher, source, accelerator=accelerator)
         folder = Path(cfg.experts.directory or Path(output_dir) / "experts")
         trainer = ExpertTrainer(
@@ -463,3 +463,20 @@ class MKDTDistiller(Distiller):
             },
         )
         return DistilledSet(self.x_syn.detach(), self.y_syn.detach(), meta)
+
+
+@register_distiller("high_loss")
+class HighLossSubset(MKDTDistiller):
+    """MKDT's high-loss subset baseline (``reference/mkdt.md`` §2): the real images the experts find hardest
+    (§1.4) with their teacher features as targets — MKDT's initialization without trajectory matching."""
+
+    def __init__(self, config: MKDTConfig, *args: Any, **kwargs: Any):
+        if config.init != "high_loss":
+            raise ValueError(
+                "the high_loss baseline needs init: high_loss (use method 'random' for a random subset)"
+            )
+        super().__init__(config, *args, **kwargs)
+
+    @property
+    def num_steps(self) -> int:
+        return 0

@@ -68,6 +68,7 @@ class DistillRunConfig:
     log_with: str | None = None
     krr_st: KRRSTConfig = field(default_factory=KRRSTConfig)
     mkdt: MKDTConfig = field(default_factory=MKDTConfig)
+    high_loss: MKDTConfig = field(default_factory=lambda: MKDTConfig(iterations=0))
     random: SubsetConfig = field(default_factory=SubsetConfig)
     kmeans: SubsetConfig = field(default_factory=SubsetConfig)
 
@@ -96,13 +97,10 @@ def _prepare_output(cfg: DistillRunConfig, is_main: bool) -> Path:
 def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) -> None:
     dset = distiller.export()
     save_image_grid(out / "synthetic_grid.png", dset.images, mean=dset.mean, std=dset.std)
-    steps = [h["step"] for h in history]
-    save_curves(
-        out / "loss_curve.png",
-        {"outer loss": (steps, [h["loss"] for h in history])},
-        title=f"{distiller.name} outer loss",
-        logy=True,
-    )
+    if history:  # subset baselines have no optimization steps, hence no curve
+        steps = [h["step"] for h in history]
+        curve = {"outer loss": (steps, [h["loss"] for h in history])}
+        save_curves(out / "loss_curve.png", curve, title=f"{distiller.name} outer loss", logy=True)
 
 
 def _require_teacher(cfg: DistillRunConfig) -> None:
@@ -221,8 +219,7 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
 
     dset = distiller.export()
     if acc.is_main_process:
-        if history:
-            _save_figures(out, distiller, history)
+        _save_figures(out, distiller, history)
         dset.save(out / "distilled", overwrite=True)
     acc.wait_for_everyone()
     acc.end_training()

@@ -131,6 +131,15 @@ class _SubsetDistiller(Distiller):
         self.features = features
         self.indices: torch.Tensor | None = None
 
+    @classmethod
+    def prepare(
+        cls, run_cfg: Any, source: Any, teacher: Any, accelerator: Any, output_dir: Any
+    ) -> dict[str, Any]:
+        """The teacher features of the whole source, computed once and cached (:func:`encode_source`)."""
+        from hf_ssdd.teachers import encode_source
+
+        return {"features": encode_source(teacher, source, accelerator=accelerator)}
+
     @property
     def num_steps(self) -> int:
         return 0
