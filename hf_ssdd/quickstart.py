@@ -3,8 +3,10 @@
 1. train a small Barlow Twins teacher (narrow ResNet-10 with the KRR-ST stem, one epoch);
 2. distill CIFAR-10 into ``num_images`` images with KRR-ST;
 3. build a random real subset of the same size (teacher features as targets);
-4. pre-train the student on each set and linear-probe it on CIFAR-10 with 1 % and 5 % of the labels, several
-   seeds, next to the no-pre-training row; print the table.
+4. distill the same number of images with MKDT (three narrow ConvNet experts, a short trajectory matching, random
+   initialization: with a one-epoch teacher the high-loss images are feature outliers, ~3× the typical norm);
+5. pre-train the same student on each set (one recipe for all) and linear-probe it on CIFAR-10 with 1 % and 5 %
+   of the labels, several seeds, next to the no-pre-training row; print the table.
 
 Every stage writes under ``output_dir`` and is skipped when its result is already there, so an interrupted
 quickstart continues where it stopped. ``output_dir/krr_st`` ends up as a complete run (``distilled/``,
@@ -18,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_ssdd.distill import KRRSTConfig, SubsetConfig
+from hf_ssdd.distill import ExpertConfig, KRRSTConfig, MKDTConfig, SubsetConfig
 from hf_ssdd.distill.run import DistillRunConfig, SourceConfig, run_distillation
 from hf_ssdd.pretrain import pretrain, resolve_settings, save_encoder
 from hf_ssdd.ssl.train import TeacherTrainConfig, train_teacher
@@ -31,14 +33,18 @@ STUDENT = "convnet_32_64_128_bn"
 class QuickstartConfig:
     """Scale knobs of the quickstart; the defaults finish in about ten minutes on 2 CPU cores.
 
-    ``teacher_steps`` caps teacher training (default: one epoch); ``fresh`` deletes ``output_dir`` first.
+    ``max_examples`` uses only the first N source images; ``teacher_steps`` caps teacher training (default: one
+    epoch); ``fresh`` deletes ``output_dir`` first.
     """
 
     output_dir: str = "runs/quickstart"
     dataset: str = "cifar10"
     num_images: int = 100
+    max_examples: int | None = None
     teacher_steps: int | None = None
     krr_st_steps: int = 300
+    mkdt_iterations: int = 40
+    mkdt_experts: int = 3
     pretrain_epochs: int = 300
     label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
@@ -49,6 +55,7 @@ def teacher_config(cfg: QuickstartConfig) -> TeacherTrainConfig:
     """The quickstart teacher (also ``recipes/configs/quickstart_teacher.yaml``)."""
     return TeacherTrainConfig(
         dataset=cfg.dataset,
+        max_examples=cfg.max_examples,
         output_dir=str(Path(cfg.output_dir) / "teacher-run"),
         backbone="resnet18_bt_teacher",
         backbone_kwargs={"layers": [1, 1, 1, 1], "widths": [16, 32, 64, 128]},
@@ -70,7 +77,7 @@ def krr_st_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
     """The quickstart distillation (also ``recipes/configs/quickstart.yaml``)."""
     return DistillRunConfig(
         method="krr_st",
-        source=SourceConfig(dataset=cfg.dataset),
+        source=SourceConfig(dataset=cfg.dataset, max_examples=cfg.max_examples),
         teacher=teacher,
         output_dir=str(Path(cfg.output_dir) / "krr_st"),
         checkpoint_every=100,
@@ -91,11 +98,36 @@ def krr_st_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
 def random_subset_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
     return DistillRunConfig(
         method="random",
-        source=SourceConfig(dataset=cfg.dataset),
+        source=SourceConfig(dataset=cfg.dataset, max_examples=cfg.max_examples),
         teacher=teacher,
         output_dir=str(Path(cfg.output_dir) / "random"),
         resume=True,
         random=SubsetConfig(num_images=cfg.num_images),
+    )
+
+
+def mkdt_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
+    """A CPU-sized MKDT (``recipes/configs/quickstart_mkdt.yaml`` is its stand-alone cousin): narrow experts."""
+    return DistillRunConfig(
+        method="mkdt",
+        source=SourceConfig(dataset=cfg.dataset, max_examples=cfg.max_examples),
+        teacher=teacher,
+        output_dir=str(Path(cfg.output_dir) / "mkdt"),
+        checkpoint_every=20,
+        log_every=5,
+        resume=True,
+        mkdt=MKDTConfig(
+            num_images=cfg.num_images,
+            model_overrides={"channels": [32, 32, 32]},
+            init="random",
+            iterations=cfg.mkdt_iterations,
+            syn_steps=10,
+            batch_syn=50,
+            expert_epochs=2,
+            max_start_epoch=1,
+            lr_img=100.0,
+            experts=ExpertConfig(num_experts=cfg.mkdt_experts),
+        ),
     )
 
 
@@ -112,28 +144,32 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
-    t = _stage("1/4 Barlow Twins teacher")
+    t = _stage("1/5 Barlow Twins teacher")
     teacher = Path(teacher_config(cfg).output_dir) / "teacher"
     if not (teacher / "config.json").is_file():
         teacher = train_teacher(teacher_config(cfg))
     timings["teacher"] = time.perf_counter() - t
 
-    t = _stage("2/4 KRR-ST distillation")
+    t = _stage("2/5 KRR-ST distillation")
     krr = run_distillation(krr_st_config(cfg, str(teacher)))
     timings["krr_st"] = time.perf_counter() - t
 
-    t = _stage("3/4 random subset")
+    t = _stage("3/5 random subset")
     rand = run_distillation(random_subset_config(cfg, str(teacher)))
     timings["random"] = time.perf_counter() - t
 
-    t = _stage("4/4 pre-train + linear probe on CIFAR-10")
+    t = _stage("4/5 MKDT distillation")
+    mkdt = run_distillation(mkdt_config(cfg, str(teacher)))
+    timings["mkdt"] = time.perf_counter() - t
+
+    t = _stage("5/5 pre-train + linear probe on CIFAR-10")
     pretrain_overrides = {"recipe": "krr_st", "epochs": cfg.pretrain_epochs}
     run_dir = out / "krr_st"
     if not (run_dir / "encoder" / "config.json").is_file():
         settings = resolve_settings(krr, **pretrain_overrides)
         save_encoder(pretrain(krr, STUDENT, settings, seed=cfg.seeds[0]), run_dir / "encoder")
     results = evaluate_transfer(
-        {"Random subset": rand, "KRR-ST": krr},
+        {"Random subset": rand, "KRR-ST": krr, "MKDT": mkdt},
         targets=[cfg.dataset],
         protocols=["linear_probe"],
         label_fractions=cfg.label_fractions,

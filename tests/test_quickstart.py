@@ -1,0 +1,63 @@
+"""`hf-ssdd quickstart` end to end at toy scale on real CIFAR-10, and the recipe YAMLs that mirror it."""
+
+import json
+
+import pytest
+from conftest import data_path
+
+from hf_ssdd.cli import main
+from hf_ssdd.config import parse_config
+from hf_ssdd.distill.run import DistillRunConfig
+from hf_ssdd.quickstart import QuickstartConfig, krr_st_config, teacher_config
+from hf_ssdd.ssl.train import TeacherTrainConfig
+
+
+def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
+    data_path("cifar10")
+    argv = [
+        "quickstart", "--output_dir", str(tmp_path / "qs"), "--max_examples", "600", "--num_images", "12",
+        "--teacher_steps", "2", "--krr_st_steps", "3", "--mkdt_iterations", "2", "--mkdt_experts", "1",
+        "--pretrain_epochs", "2", "--seeds", "[0]", "--label_fractions", "[0.05]",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for row in ("No pre-training", "Random subset", "KRR-ST", "MKDT"):
+        assert row in printed
+    run = tmp_path / "qs" / "krr_st"
+    results = json.loads((run / "transfer" / "results.json").read_text())
+    assert {r["encoder"] for r in results["rows"]} == {"No pre-training", "Random subset", "KRR-ST", "MKDT"}
+    assert (run / "distilled" / "README.md").is_file() and (run / "encoder" / "config.json").is_file()
+    # a second call finds every stage done and only re-evaluates
+    assert main(argv) == 0
+    assert "total" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "yaml_name, cls, build",
+    [
+        ("quickstart.yaml", DistillRunConfig, krr_st_config),
+        ("quickstart_teacher.yaml", TeacherTrainConfig, teacher_config),
+    ],
+)
+def test_recipe_yamls_mirror_the_quickstart(yaml_name, cls, build):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / yaml_name
+    from_yaml = parse_config(cls, ["--config", str(path)])
+    built = (
+        build(QuickstartConfig(), "runs/quickstart/teacher-run/teacher")
+        if cls is DistillRunConfig
+        else build(QuickstartConfig())
+    )
+    if cls is DistillRunConfig:
+        assert from_yaml.krr_st == built.krr_st and from_yaml.source == built.source
+    else:
+        for key in (
+            "backbone",
+            "backbone_kwargs",
+            "projector_hidden_dim",
+            "batch_size",
+            "epochs",
+            "warmup_epochs",
+        ):
+            assert getattr(from_yaml, key) == getattr(built, key), key
