@@ -91,3 +91,16 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Create a run's output folder; a non-empty one is refused unless the run resumes or overwrites (deletes) it."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not (resume or overwrite):
+        raise FileExistsError(
+            f"{path} is not empty; pass --resume to continue that run or --overwrite to start over"
+        )
+    if overwrite and not resume and path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -32,3 +32,14 @@ def data_path(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not available: {path} does not exist")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids thread hand-off overhead (and contention on a busy 2-core box)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,14 +15,7 @@ from hf_ssdd.distill import ExpertError, ExpertTrajectory, load_trajectories
 from hf_ssdd.distill.experts import expert_path
 from hf_ssdd.utils import derived_generator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off overhead on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_expert_training_is_kd_sgd_with_seeded_init_and_order():

@@ -23,14 +23,7 @@ from hf_ssdd.distill.matching import (
 )
 from hf_ssdd.distill.mkdt import kd_losses, top_k_indices
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off overhead on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyConvNet(nn.Module):

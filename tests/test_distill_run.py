@@ -73,7 +73,7 @@ def test_refuses_to_overwrite_a_run(tmp_path, teacher_dir):
     data_path("cifar10")
     out = tmp_path / "run"
     run_distillation(parse_config(DistillRunConfig, _args(teacher_dir, out, steps=2)))
-    with pytest.raises(RunError, match="--resume"):
+    with pytest.raises(FileExistsError, match="--resume"):
         run_distillation(parse_config(DistillRunConfig, _args(teacher_dir, out, steps=2)))
     done = run_distillation(
         parse_config(DistillRunConfig, [*_args(teacher_dir, out, steps=2), "--overwrite"])

@@ -9,14 +9,7 @@ from hf_ssdd.models import create_backbone
 from hf_ssdd.transfer import FinetuneSettings, default_finetune_steps, finetune, make_optimizer, predict
 from hf_ssdd.transfer.finetune import batch_indices
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small convolutions gain nothing from 2 threads on a busy 2-core box; avoid the contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_optimizer_is_krr_st_sgd_with_cosine_annealing_to_zero():

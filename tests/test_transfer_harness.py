@@ -28,13 +28,7 @@ from hf_ssdd.transfer.encoders import prepare_encoders
 ARCH = "convnet_16_16_in"  # a small ConvNet keeps the CPU runs short
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """L-BFGS makes thousands of tiny BLAS calls; multithreaded MKL makes each ~1 ms on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ from hf_ssdd.transfer import (
 )
 from hf_ssdd.transfer.metric import METRIC_DIR
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """L-BFGS makes thousands of tiny BLAS calls; multithreaded MKL makes each ~1 ms on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(n_per_class, seed, num_classes=4, dim=20, spread=0.3):

@@ -185,8 +185,8 @@ def load_hf_dataset(
             raise ValueError(f"split {split!r} of {resolved.ref!r} is empty") from err
         raise
     except (ConnectionError, FileNotFoundError) as err:
-        if resolved.local_dir is None and _offline():
-            raise ConnectionError(_offline_message(resolved)) from err
+        if resolved.local_dir is None:
+            raise ConnectionError(_unreachable_message(resolved)) from err
         raise
 
 
@@ -202,12 +202,16 @@ def _split_data_files(resolved: ResolvedDataset, split: str) -> dict[str, list[s
     return {name: resolved.data_files[name] for name in _split_names(split)}
 
 
-def _offline_message(resolved: ResolvedDataset) -> str:
+def _unreachable_message(resolved: ResolvedDataset) -> str:
     folder = local_data_folder(resolved.spec.local_name if resolved.spec else resolved.ref.split("/")[-1])
+    why = (
+        "the Hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+        if _offline()
+        else "the Hub cannot be reached"
+    )
     return (
-        f"cannot load {resolved.ref!r}: the Hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and no local copy "
-        f"was found; put its parquet files in {folder} (set {DATA_DIR_ENV} to the folder that holds it) "
-        "or pass the path of a local parquet folder"
+        f"cannot load {resolved.ref!r}: {why} and no local copy was found; put its parquet files in {folder} "
+        f"(set {DATA_DIR_ENV} to the folder that holds it) or pass the path of a local parquet folder"
     )
 
 

@@ -16,7 +16,6 @@ expert training); :func:`run_expert_training` runs that stage alone (``hf-ssdd t
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from hf_ssdd.distill.experts import ExpertTrajectory
 from hf_ssdd.distill.krr_st import KRRSTConfig
 from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller
 from hf_ssdd.distill.subsets import SubsetConfig
-from hf_ssdd.io import atomic_write_text
+from hf_ssdd.io import atomic_write_text, prepare_run_dir
 from hf_ssdd.plots import save_curves, save_image_grid
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.utils import progress
@@ -82,16 +81,6 @@ def _method_config(cfg: DistillRunConfig) -> Any:
     if not hasattr(cfg, cfg.method):
         raise RunError(f"DistillRunConfig has no section for method {cfg.method!r}")
     return getattr(cfg, cfg.method)
-
-
-def _prepare_output(cfg: DistillRunConfig, is_main: bool) -> Path:
-    out = Path(cfg.output_dir)
-    if is_main and out.exists() and not cfg.resume and not cfg.overwrite and any(out.iterdir()):
-        raise RunError(f"{out} is not empty; pass --resume to continue that run or --overwrite to start over")
-    if is_main and cfg.overwrite and not cfg.resume and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) -> None:
@@ -154,7 +143,9 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
     acc = accelerator or Accelerator(log_with=cfg.log_with)
     _require_teacher(cfg)
     method_cfg = _method_config(cfg)
-    out = _prepare_output(cfg, acc.is_main_process)
+    out = Path(cfg.output_dir)
+    if acc.is_main_process:
+        prepare_run_dir(out, cfg.resume, cfg.overwrite)
     acc.wait_for_everyone()
     if cfg.resume and (out / "distilled" / "README.md").is_file():
         return DistilledSet.load(out / "distilled")

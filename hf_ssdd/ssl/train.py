@@ -13,7 +13,6 @@ Outputs under ``output_dir``: ``config.yaml``, ``checkpoints/`` (exact resume), 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +23,7 @@ from torch import nn
 from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
 from hf_ssdd.config import config_to_dict, save_config
 from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
-from hf_ssdd.io import atomic_directory
+from hf_ssdd.io import atomic_directory, prepare_run_dir
 from hf_ssdd.knn import knn_accuracy
 from hf_ssdd.models import create_backbone
 from hf_ssdd.plots import save_curves, save_image_grid
@@ -126,13 +125,7 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
     acc = accelerator or Accelerator(mixed_precision="bf16" if bf16 else "no", log_with=cfg.log_with)
     out = Path(cfg.output_dir)
     if acc.is_main_process:
-        if out.exists() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite):
-            raise RuntimeError(
-                f"{out} is not empty; pass --resume to continue that run or --overwrite to start over"
-            )
-        if cfg.overwrite and not cfg.resume and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(out, cfg.resume, cfg.overwrite)
         save_config(cfg, out / "config.yaml")
         if cfg.log_with:
             acc.init_trackers("hf_ssdd_teacher", config=config_to_dict(cfg))
