@@ -18,10 +18,13 @@ def _card(ref: str) -> str:
 
 def consume(work: Path, args: dict) -> dict:
     """Load a published set and encoders with datasets / transformers / timm only (hf_ssdd blocked)."""
-    from importlib.util import find_spec
+    sys.modules["hf_ssdd"] = None  # importing it fails even where it is installed (CI's editable install)
+    try:
+        import hf_ssdd  # noqa: F401
 
-    on_path = find_spec("hf_ssdd") is not None
-    sys.modules["hf_ssdd"] = None  # importing it fails even if it were on the path
+        importable = True
+    except ImportError:
+        importable = False
     import timm
     import torch
     from datasets import load_dataset
@@ -50,7 +53,7 @@ def consume(work: Path, args: dict) -> dict:
         }
     save_file({k: v.contiguous() for k, v in tensors.items()}, work / "consume.safetensors")
     return {
-        "hf_ssdd_on_path": on_path,
+        "hf_ssdd_importable": importable,
         "custom_module": type(custom).__module__,
         "refused": refused,
         "columns": ds.column_names,

@@ -102,7 +102,7 @@ def consumed(published, hub):
 def test_stock_libraries_load_the_published_repos(published, consumed):
     _, _, _, dset, expected, _ = published
     report, tensors = consumed
-    assert report["hf_ssdd_on_path"] is False
+    assert report["hf_ssdd_importable"] is False
     assert report["columns"] == ["image", "pixel_values", "target"]
     assert torch.equal(tensors["pixel_values"], dset.images) and torch.equal(tensors["target"], dset.targets)
     assert torch.equal(tensors["streamed_pixel_values"], dset.images)

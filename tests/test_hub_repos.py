@@ -185,7 +185,7 @@ def test_folders_load_without_hf_ssdd(repos):
     from safetensors.torch import load_file
 
     tensors = load_file(root / "consume.safetensors")
-    assert report["hf_ssdd_on_path"] is False
+    assert report["hf_ssdd_importable"] is False
     assert "trust_remote_code" in report["refused"]
     assert report["custom_module"].startswith("transformers_modules.")
     assert torch.equal(tensors["pixel_values"], dset.images) and torch.equal(tensors["target"], dset.targets)
