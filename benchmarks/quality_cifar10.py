@@ -29,7 +29,7 @@ import torch
 from hf_ssdd.config import config_from_dict
 from hf_ssdd.distill.run import DistillRunConfig, run_distillation
 from hf_ssdd.ssl.train import TeacherTrainConfig, train_teacher
-from hf_ssdd.transfer import FinetuneSettings, TransferResults, TransferSettings, evaluate_transfer
+from hf_ssdd.transfer import FinetuneSettings, TransferSettings, evaluate_transfer
 
 TARGETS = ["cifar10", "tiny-imagenet", "flowers102"]
 
@@ -45,6 +45,7 @@ class Preset:
     seeds: list[int]
     finetune_steps: int | None
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.05])
+    pretrain: dict[str, Any] = field(default_factory=dict)
     budget: str = ""
 
 
@@ -183,14 +184,16 @@ def main() -> None:
     t_distill = time.perf_counter() - start - t_teacher
 
     finetune = FinetuneSettings(steps=preset.finetune_steps) if preset.finetune_steps else FinetuneSettings()
-    settings = TransferSettings(finetune=finetune)
-    common = dict(
-        targets=TARGETS, seeds=preset.seeds, architecture=preset.student, settings=settings, image_size=32
-    )
-    probe = evaluate_transfer(sets, protocols=["linear_probe"], label_fractions=preset.fractions, **common)
-    tune = evaluate_transfer(sets, protocols=["finetune"], label_fractions=[1.0], **common)
-    results = TransferResults(
-        probe.rows + tune.rows, {**probe.metadata, "protocols": ["linear_probe", "finetune"]}
+    fractions = {"linear_probe": preset.fractions, "finetune": [1.0]}
+    results = evaluate_transfer(
+        sets,
+        TARGETS,
+        list(fractions),
+        fractions,
+        preset.seeds,
+        preset.student,
+        TransferSettings(finetune=finetune, pretrain=preset.pretrain),
+        image_size=32,
     )
     results.save(out / "transfer")
     total = time.perf_counter() - start

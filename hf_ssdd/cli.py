@@ -41,6 +41,11 @@ COMMANDS: dict[str, Command] = {
         "hf_ssdd.distill.run:run_expert_training",
         "hf_ssdd.distill.run:DistillRunConfig",
     ),
+    "import-teacher": Command(
+        "convert a released KRR-ST / MKDT teacher checkpoint (torchvision ResNet-18 .pt) to a teacher folder",
+        "hf_ssdd.teachers:import_reference_teacher",
+        "hf_ssdd.teachers:ImportTeacherConfig",
+    ),
     "distill": Command(
         "distill a dataset into a DistilledSet (KRR-ST, MKDT, subset baselines)",
         "hf_ssdd.distill.run:run_distillation",

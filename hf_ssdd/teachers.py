@@ -16,7 +16,7 @@ progress bar, and caches them on disk keyed by teacher id + revision + preproces
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,6 +161,37 @@ class Teacher:
                 "kind": self.kind,
             }
         )
+
+    def shard(self, min_params: int = 1_000_000) -> Teacher:
+        """Shard the weights over the processes of ``torch.distributed`` with FSDP2 (``fully_shard``).
+
+        For teachers too large to replicate on every device (e.g. a ViT-g DINOv2). Every submodule whose subtree
+        holds ``min_params`` parameters not yet covered by a sharded descendant is sharded (innermost first),
+        then the root. Afterwards every process must call :meth:`encode` the same number of times (batches may
+        differ in size), which :func:`encode_source` and the distillers do.
+        """
+        import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise TeacherError("sharding a teacher needs several processes (accelerate launch / torchrun)")
+        mesh = init_device_mesh(self.device.type, (dist.get_world_size(),))
+        _ = self.feature_dim  # found now: later, one process alone must not run the sharded model
+
+        def visit(module: nn.Module) -> int:
+            pending = sum(p.numel() for p in module.parameters(recurse=False))
+            pending += sum(visit(child) for child in module.children())
+            if pending >= min_params and module is not self.model:
+                fully_shard(module, mesh=mesh)
+                return 0
+            return pending
+
+        visit(self.model)
+        fully_shard(self.model, mesh=mesh)
+        if self.kind == "hf_ssdd" and hasattr(self.model, "forward_features"):
+            register_fsdp_forward_method(self.model, "forward_features")  # gathers the root's weights too
+        return self
 
     def describe(self) -> dict[str, Any]:
         """Metadata for distilled sets and cards."""
@@ -355,33 +386,24 @@ def encode_source(
     rank, world = (
         (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     )
+    # every process encodes the same number of images (the last shard repeats its final index), so that a
+    # sharded (FSDP) teacher sees the same number of forward calls everywhere; gathered rows beyond n are dropped
     per_rank = -(-n // world)
-    lo, hi = min(rank * per_rank, n), min((rank + 1) * per_rank, n)
-    chunks = []
+    index = torch.arange(rank * per_rank, (rank + 1) * per_rank).clamp(max=n - 1).to(source.images.device)
     bar = progress(
-        total=hi - lo,
+        total=per_rank,
         desc=f"teacher features ({teacher.teacher_id})",
         disable=not progress_bar or rank != 0,
         unit="img",
     )
-    for start in range(lo, hi, batch_size):
-        stop = min(start + batch_size, hi)
-        chunks.append(teacher.encode(source.images[start:stop]).cpu())
-        bar.update(stop - start)
+    chunks = []
+    for batch in index.split(batch_size):
+        chunks.append(teacher.encode(source.images[batch]).cpu())
+        bar.update(len(batch))
     bar.close()
-    local = torch.cat(chunks) if chunks else torch.zeros(0, teacher.feature_dim)
+    features = torch.cat(chunks)
     if world > 1:
-        pad = per_rank - local.shape[0]
-        padded = torch.cat([local, local.new_zeros(pad, local.shape[1])]).to(accelerator.device)
-        features = accelerator.gather(padded).cpu()
-        features = torch.cat(
-            [
-                features[r * per_rank : r * per_rank + max(0, min(per_rank, n - r * per_rank))]
-                for r in range(world)
-            ]
-        )
-    else:
-        features = local
+        features = accelerator.gather(features.to(accelerator.device)).cpu()[:n]
     if not torch.isfinite(features).all():
         raise TeacherError(f"teacher {teacher.teacher_id} produced non-finite features on {source.name}")
     if use_cache and rank == 0:
@@ -395,3 +417,47 @@ def encode_source(
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return features
+
+
+# ---------------------------------------------------------------------- released reference teachers
+@dataclass
+class ImportTeacherConfig:
+    """``hf-ssdd import-teacher``: turn a released KRR-ST / MKDT teacher checkpoint into an HF model folder."""
+
+    checkpoint: str = ""
+    dataset: str = "cifar100"
+    image_size: int | None = None
+    convention: str = "krr_st"
+    layers: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    output_dir: str = ""
+
+
+def import_reference_teacher(cfg: ImportTeacherConfig) -> Path:
+    """Convert ``barlow_twins_resnet18_<dataset>.pt`` (Lee et al., ICLR 2024; reused by MKDT) to a teacher folder.
+
+    The checkpoint is a torchvision ``resnet18`` state dict with the 3×3 / stride 1 / padding 2 stem, no max-pool
+    and no classifier (``reference/krr_st.md`` §2). It is read with ``torch.load(weights_only=True)`` (no pickled
+    code) into ``resnet18_bt_teacher``, which records the dataset's normalization (``convention``: the statistics
+    the teacher was trained with, ``krr_st``; MKDT fed ``mkdt`` constants, defect B10), and saved with
+    ``save_pretrained``.
+    """
+    from hf_ssdd.data import get_spec, normalization
+    from hf_ssdd.io import atomic_directory
+    from hf_ssdd.models import create_backbone, load_torchvision_resnet_state_dict
+
+    if not cfg.checkpoint or not cfg.output_dir:
+        raise TeacherError("pass --checkpoint <file.pt> and --output_dir <folder>")
+    spec = get_spec(cfg.dataset)
+    size = cfg.image_size or (spec.resolution if spec else None)
+    if size is None:
+        raise TeacherError(f"{cfg.dataset!r} is not in the catalog: pass --image_size")
+    mean, std = normalization(cfg.dataset, size, convention=cfg.convention)
+    state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    model = create_backbone(
+        "resnet18_bt_teacher", image_size=size, layers=list(cfg.layers), mean=list(mean), std=list(std)
+    )
+    load_torchvision_resnet_state_dict(model, state)
+    with atomic_directory(cfg.output_dir, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+    return Path(cfg.output_dir)

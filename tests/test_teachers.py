@@ -194,3 +194,72 @@ def test_hf_ssdd_teacher_folder(tmp_path):
     expected = model.eval().forward_features(_manual(imgs, 32, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]))
     torch.testing.assert_close(teacher.encode(imgs), expected)
     assert (teacher.encode(imgs) >= 0).all()  # post-ReLU pooled features, as in KRR-ST's teacher
+
+
+def _sharded_worker(out_path):
+    import copy
+
+    from accelerate import Accelerator
+
+    from hf_ssdd.data import ImageSource
+    from hf_ssdd.models import create_backbone
+
+    acc = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    stats = dict(mean=[0.5, 0.45, 0.4], std=[0.25, 0.25, 0.25])
+    model = create_backbone(
+        "resnet18_bt_teacher", image_size=16, layers=[1, 1, 1, 1], widths=[8, 16, 32, 64], **stats
+    )
+    plain = Teacher.from_module(copy.deepcopy(model), 16, stats["mean"], stats["std"])
+    sharded = Teacher.from_module(model, 16, stats["mean"], stats["std"]).shard(min_params=2000)
+    local = sum(p.to_local().numel() for p in sharded.model.parameters())
+    total = sum(p.numel() for p in plain.model.parameters())
+    images = _images(n=13, size=16)  # 13 over 2 processes: the last shard is padded
+    source = ImageSource(
+        images, None, None, "toy", None, "train", "toy-fp", tuple(stats["mean"]), tuple(stats["std"]), 16
+    )
+    feats = encode_source(sharded, source, batch_size=4, use_cache=False, accelerator=acc, progress_bar=False)
+    if acc.is_main_process:
+        torch.save(
+            {"sharded": feats, "plain": plain.encode(images), "local": local, "total": total}, out_path
+        )
+
+
+def test_sharded_teacher_matches_the_replicated_one(tmp_path):
+    from process_launcher import launch
+
+    launch(_sharded_worker, args=(str(tmp_path / "out.pt"),), num_processes=2)
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert out["local"] < 0.6 * out["total"]  # each process holds about half of the weights
+    torch.testing.assert_close(out["sharded"], out["plain"], rtol=1e-5, atol=1e-5)
+
+
+def test_import_reference_teacher(tmp_path):
+    """A torchvision resnet18 checkpoint in the KRR-ST layout (p2 stem, no fc) becomes a loadable teacher folder."""
+    torchvision = pytest.importorskip("torchvision")
+    from hf_ssdd.cli import main
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18()
+    ref.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 2, bias=False)
+    ref.maxpool, ref.fc = torch.nn.Identity(), torch.nn.Identity()
+    torch.save(ref.state_dict(), tmp_path / "barlow_twins_resnet18_cifar100.pt")
+    argv = [
+        "import-teacher",
+        "--checkpoint",
+        str(tmp_path / "barlow_twins_resnet18_cifar100.pt"),
+        "--dataset",
+        "cifar100",
+        "--output_dir",
+        str(tmp_path / "t"),
+    ]
+    assert main(argv) == 0
+    teacher = Teacher.from_pretrained(tmp_path / "t")
+    assert teacher.preprocessing.mean == (0.5071, 0.4866, 0.4409) and teacher.preprocessing.std == (
+        0.2673,
+        0.2564,
+        0.2762,
+    )
+    imgs = _images(size=32)
+    expected = ref.eval()(_manual(imgs, 32, teacher.preprocessing.mean, teacher.preprocessing.std))
+    torch.testing.assert_close(teacher.encode(imgs), expected, rtol=1e-5, atol=1e-5)

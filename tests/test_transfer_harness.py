@@ -158,6 +158,31 @@ def test_bad_requests_fail_before_any_work():
         evaluate_transfer({}, ["cifar10"], ["linear-probe"])
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         evaluate_transfer({}, ["cifar10"], ["knn"], [0.0])
+    with pytest.raises(ValueError, match=r"given for protocols \['knn'\] but \['finetune', 'knn'\]"):
+        evaluate_transfer({}, ["cifar10"], ["knn", "finetune"], {"knn": [0.1]})
+
+
+def test_each_protocol_can_have_its_own_label_fractions(distilled, tmp_path):
+    """The papers' pairing: a few-label linear probe next to fine-tuning on all labels, in one call."""
+    settings = TransferSettings(
+        finetune=FinetuneSettings(steps=2, batch_size=32),
+        pretrain={"epochs": 1},
+        max_train_examples=200,
+        max_test_examples=50,
+    )
+    fractions = {"linear_probe": [0.1, 0.5], "finetune": [1.0]}
+    results = evaluate_transfer(
+        {"d": distilled}, ["cifar10"], list(fractions), fractions, [0], ARCH, settings, progress_bar=False
+    )
+    assert sorted({(r.protocol, r.label_fraction) for r in results.rows}) == [
+        ("finetune", 1.0),
+        ("linear_probe", 0.1),
+        ("linear_probe", 0.5),
+    ]
+    assert len(results.rows) == 2 * 3
+    assert results.metadata["label_fractions"] == [0.1, 0.5, 1.0]
+    assert results.metadata["label_fractions_by_protocol"] == fractions
+    validate_results(json.loads(results.save(tmp_path)["json"].read_text()))
 
 
 def test_cli_runs_a_distilled_set_folder(distilled, tmp_path):

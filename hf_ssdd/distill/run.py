@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import DistributedType
+
 from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
 from hf_ssdd.config import config_to_dict, save_config
 from hf_ssdd.data import load_image_source
@@ -51,12 +53,17 @@ class SourceConfig:
 
 @dataclass
 class DistillRunConfig:
-    """A distillation run: the method, its data and teacher, and the run's bookkeeping."""
+    """A distillation run: the method, its data and teacher, and the run's bookkeeping.
+
+    ``shard_teacher`` shards the teacher's weights over the processes with FSDP2 (for teachers too large to
+    replicate); it is switched on by itself under an FSDP launcher config (``recipes/accelerate/fsdp.yaml``).
+    """
 
     method: str = "krr_st"
     source: SourceConfig = field(default_factory=SourceConfig)
     teacher: str = ""
     teacher_precision: str = "fp32"
+    shard_teacher: bool = False
     output_dir: str = "runs/distill"
     seed: int = 0
     checkpoint_every: int = 1000
@@ -113,6 +120,8 @@ def _load_inputs(cfg: DistillRunConfig, acc: Any) -> tuple[Any, Teacher]:
         convention=src.convention,
     )
     teacher = Teacher.from_pretrained(cfg.teacher, precision=cfg.teacher_precision, device=acc.device)
+    if acc.num_processes > 1 and (cfg.shard_teacher or acc.distributed_type == DistributedType.FSDP):
+        teacher.shard()
     return source, teacher
 
 

@@ -185,26 +185,19 @@ def _kind(spec: EncoderSpec) -> str:
 
 
 def load_encoder(ref: str) -> nn.Module:
-    """Load a saved hf_ssdd encoder (``save_pretrained`` folder or Hub model id) with ``AutoModel``.
+    """Load a saved encoder (hf_ssdd or timm format; folder or Hub model id) with :func:`hf_ssdd.hub.load_encoder`.
 
     Raises:
         ValueError: the folder does not exist or cannot be loaded (offline, the Hub copy is unavailable).
     """
-    from transformers import AutoModel
+    from hf_ssdd.hub import HubError
+    from hf_ssdd.hub import load_encoder as load
 
-    path = Path(ref).expanduser()
-    if ref.startswith((".", "/", "~")) and not path.is_dir():
-        raise ValueError(f"encoder folder {ref} does not exist")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ValueError(
-            f"{ref} has no config.json: not a saved encoder (save it with hf_ssdd.pretrain.save_encoder)"
-        )
     try:
-        return AutoModel.from_pretrained(str(path) if path.is_dir() else ref)
-    except OSError as e:
+        return load(ref)
+    except HubError as e:
         raise ValueError(
-            f"cannot load encoder {ref!r}: not a local folder and the Hub copy is unavailable ({type(e).__name__}); "
-            "offline, pass the path of a saved encoder folder"
+            f"cannot load encoder {ref!r}: {e}; offline, pass the path of a saved encoder folder"
         ) from e
 
 

@@ -93,7 +93,7 @@ def evaluate_transfer(
     encoders: Mapping[str, EncoderLike],
     targets: Sequence[str],
     protocols: Sequence[str] = ("linear_probe",),
-    label_fractions: Sequence[float] = (1.0,),
+    label_fractions: Sequence[float] | Mapping[str, Sequence[float]] = (1.0,),
     seeds: Sequence[int] = (0, 1, 2),
     architecture: str = "convnet",
     settings: TransferSettings | None = None,
@@ -109,7 +109,8 @@ def evaluate_transfer(
             always added.
         targets: catalog names, Hub ids or local parquet folders (offline: through ``HF_SSDD_DATA_DIR``).
         protocols: any of ``"linear_probe"``, ``"finetune"``, ``"knn"``.
-        label_fractions: shares of each target's train labels, in (0, 1].
+        label_fractions: shares of each target's train labels, in (0, 1]; one list for every protocol, or a
+            mapping protocol → list (the papers' pairing: ``{"linear_probe": [0.01, 0.05], "finetune": [1.0]}``).
         seeds: one repetition per seed (pre-training, label draw, probe / head init, batch order, augmentation).
         architecture: registry name of the network pre-trained on distilled sets and of the baseline.
         settings: protocol settings (default :class:`TransferSettings`).
@@ -121,7 +122,8 @@ def evaluate_transfer(
         ValueError: an unknown protocol, a bad fraction, no target or seed, or a target without labels.
     """
     settings = settings or TransferSettings()
-    _check_request(targets, protocols, label_fractions, seeds)
+    fractions = _fractions_by_protocol(protocols, label_fractions)
+    _check_request(targets, fractions, seeds)
     device = torch.device(device) if device is not None else default_device()
     prepared = prepare_encoders(encoders, architecture, image_size, settings.pretrain)
     data = {
@@ -140,27 +142,38 @@ def evaluate_transfer(
             for target in targets:
                 bar.set_postfix_str(f"{enc.name} | seed {seed} | {target}")
                 target_data = data[(target, enc.image_size)]
-                results = _evaluate_target(
-                    trunk, target_data, protocols, label_fractions, seed, settings, progress_bar
-                )
+                results = _evaluate_target(trunk, target_data, fractions, seed, settings, progress_bar)
                 for (protocol, fraction), accuracy in results.items():
                     accuracies[(target, protocol, fraction)].append(100.0 * accuracy)
                 bar.update(1)
         rows += [_row(enc, key, list(seeds), values) for key, values in accuracies.items()]
     bar.close()
-    metadata = _metadata(prepared, targets, protocols, label_fractions, seeds, settings, device, image_size)
+    metadata = _metadata(prepared, targets, fractions, seeds, settings, device, image_size)
     return TransferResults(rows, metadata)
 
 
+def _fractions_by_protocol(
+    protocols: Sequence[str], fractions: Sequence[float] | Mapping[str, Sequence[float]]
+) -> dict[str, list[float]]:
+    """protocol → its label fractions; a mapping must name exactly the requested protocols."""
+    if not isinstance(fractions, Mapping):
+        return {p: [float(f) for f in fractions] for p in protocols}
+    if set(fractions) != set(protocols):
+        raise ValueError(
+            f"label fractions are given for protocols {sorted(fractions)} but {sorted(protocols)} were requested"
+        )
+    return {p: [float(f) for f in fractions[p]] for p in protocols}
+
+
 def _check_request(
-    targets: Sequence[str], protocols: Sequence[str], fractions: Sequence[float], seeds: Sequence[int]
+    targets: Sequence[str], fractions: Mapping[str, Sequence[float]], seeds: Sequence[int]
 ) -> None:
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown or not protocols:
+    unknown = [p for p in fractions if p not in PROTOCOLS]
+    if unknown or not fractions:
         raise ValueError(f"unknown or no protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
-    if not targets or not seeds or not fractions:
+    if not targets or not seeds or not all(fractions.values()):
         raise ValueError("need at least one target, one seed and one label fraction")
-    bad = [f for f in fractions if not 0 < f <= 1]
+    bad = [f for fs in fractions.values() for f in fs if not 0 < f <= 1]
     if bad:
         raise ValueError(f"label fractions must lie in (0, 1], got {bad}")
 
@@ -232,8 +245,7 @@ class _FrozenFeatures:
 def _evaluate_target(
     trunk: torch.nn.Module,
     data: TargetData,
-    protocols: Sequence[str],
-    fractions: Sequence[float],
+    fractions: Mapping[str, Sequence[float]],
     seed: int,
     settings: TransferSettings,
     progress_bar: bool,
@@ -242,13 +254,16 @@ def _evaluate_target(
 
     The label fractions are drawn with ``seed`` alone, so every encoder sees the same labelled examples.
     """
-    subsets = {f: label_fraction_indices(data.train.labels, f, seed) for f in fractions}
+    every = dict.fromkeys(f for fs in fractions.values() for f in fs)
+    subsets = {f: label_fraction_indices(data.train.labels, f, seed) for f in every}
+    frozen = [f for p, fs in fractions.items() if p != "finetune" for f in fs]
     features = None
-    if set(protocols) - {"finetune"}:
-        features = _frozen_features(trunk, data, torch.cat(list(subsets.values())).unique(), settings)
+    if frozen:
+        features = _frozen_features(trunk, data, torch.cat([subsets[f] for f in frozen]).unique(), settings)
     results = {}
-    for protocol in protocols:
-        for fraction, subset in subsets.items():
+    for protocol, protocol_fractions in fractions.items():
+        for fraction in protocol_fractions:
+            subset = subsets[fraction]
             key = derived_seed(seed, protocol, data.name, fraction)
             if protocol == "finetune":
                 results[(protocol, fraction)] = _finetune_accuracy(
@@ -347,8 +362,7 @@ def _row(
 def _metadata(
     prepared: list[PreparedEncoder],
     targets: Sequence[str],
-    protocols: Sequence[str],
-    fractions: Sequence[float],
+    fractions: Mapping[str, Sequence[float]],
     seeds: Sequence[int],
     settings: TransferSettings,
     device: torch.device,
@@ -363,8 +377,9 @@ def _metadata(
         "python_version": platform.python_version(),
         "encoders": [{"name": enc.name, **enc.describe()} for enc in prepared],
         "targets": list(targets),
-        "protocols": list(protocols),
-        "label_fractions": [float(f) for f in fractions],
+        "protocols": list(fractions),
+        "label_fractions": sorted({float(f) for fs in fractions.values() for f in fs}),
+        "label_fractions_by_protocol": {p: [float(f) for f in fs] for p, fs in fractions.items()},
         "seeds": [int(s) for s in seeds],
         "settings": {**asdict(settings), "finetune_steps": steps, "image_size": image_size},
     }

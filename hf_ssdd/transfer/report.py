@@ -7,7 +7,8 @@
       "metadata": {"date": ISO-8601 UTC, "device": str, "hf_ssdd_version": str, "torch_version": str,
                    "python_version": str, "encoders": [{"name", "kind", "architecture", "image_size",
                    "native_size", "source", ...}], "targets": [str], "protocols": [str],
-                   "label_fractions": [float], "seeds": [int], "settings": {...}},
+                   "label_fractions": [float],
+                   "label_fractions_by_protocol": {protocol: [float]}, "seeds": [int], "settings": {...}},
       "rows": [{"encoder": str, "architecture": str, "image_size": int, "target": str,
                 "protocol": "linear_probe" | "finetune" | "knn", "label_fraction": float, "seeds": [int],
                 "accuracies": [float],   # top-1 test accuracy in %, one per seed, in the order of "seeds"

@@ -26,6 +26,8 @@ class TransferConfig:
 
     ``encoders`` and ``distilled_sets`` entries are ``name=path`` or a path (named after its folder); distilled
     sets are pre-trained on the fly (once per seed) with ``architecture``. A "No pre-training" row is always added.
+    ``finetune_label_fractions`` gives fine-tuning its own fractions (the papers pair a 1 % / 5 % linear probe with
+    fine-tuning on all labels); by default every protocol uses ``label_fractions``.
     """
 
     encoders: list[str] = field(default_factory=list)
@@ -36,6 +38,7 @@ class TransferConfig:
         default_factory=lambda: ["linear_probe", "finetune", "knn"]
     )
     label_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
+    finetune_label_fractions: list[float] | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     finetune_steps: int | None = None
     finetune_batch_size: int = 256
@@ -93,11 +96,17 @@ def run_transfer(cfg: TransferConfig) -> TransferResults:
         max_test_examples=cfg.max_test_examples,
         convention=cfg.convention,
     )
+    fractions = {
+        p: cfg.finetune_label_fractions
+        if p == "finetune" and cfg.finetune_label_fractions
+        else cfg.label_fractions
+        for p in cfg.protocols
+    }
     results = evaluate_transfer(
         encoders,
         cfg.targets,
         cfg.protocols,
-        cfg.label_fractions,
+        fractions,
         cfg.seeds,
         cfg.architecture,
         settings,
