@@ -1,5 +1,6 @@
 """Barlow Twins teacher training on real CIFAR-10: outputs, a loadable teacher, SIGKILL + --resume is exact."""
 
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,10 @@ def test_teacher_training_outputs_and_exact_resume(tmp_path):
     full_dir = train_teacher(parse_config(TeacherTrainConfig, _args(tmp_path / "full")))
     for name in ("config.yaml", "metrics.jsonl", "loss_curve.png", "knn_curve.png", "views_grid.png"):
         assert (tmp_path / "full" / name).is_file(), name
+    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    knn = [r for r in records if "knn_top1" in r]
+    assert [r["step"] for r in knn] == [0, 4, 8, 12]  # initialization, then every epoch (4 steps)
+    assert all(0 <= r["knn_top1"] <= 100 for r in knn)
     teacher = Teacher.from_pretrained(full_dir)
     assert teacher.kind == "hf_ssdd" and teacher.feature_dim == 32
     assert teacher.preprocessing.image_size == (32, 32)

@@ -189,7 +189,8 @@ def test_cli_runs_a_distilled_set_folder(distilled, tmp_path):
     distilled.save(tmp_path / "krr")
     out = tmp_path / "run"
     argv = ["transfer", "--distilled_sets", f"[KRR-ST={tmp_path / 'krr'}]", "--architecture", ARCH]
-    argv += ["--protocols", "[knn]", "--label_fractions", "[0.5]", "--seeds", "[3]", "--pretrain_epochs", "1"]
+    argv += ["--protocols", "[knn, finetune]", "--label_fractions", "[0.5]", "--seeds", "[3]"]
+    argv += ["--finetune_label_fractions", "[1.0]", "--finetune_steps", "1", "--pretrain_epochs", "1"]
     argv += ["--max_train_examples", "100", "--max_test_examples", "50", "--output_dir", str(out)]
     assert cli.main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == [
@@ -199,9 +200,11 @@ def test_cli_runs_a_distilled_set_folder(distilled, tmp_path):
         "results.png",
     ]
     results = TransferResults.load(out / "results.json")
-    assert [(r.encoder, r.label_fraction, r.seeds) for r in results.rows] == [
-        (NO_PRETRAINING, 0.5, [3]),
-        ("KRR-ST", 0.5, [3]),
+    assert [(r.encoder, r.protocol, r.label_fraction, r.seeds) for r in results.rows] == [
+        (NO_PRETRAINING, "knn", 0.5, [3]),
+        (NO_PRETRAINING, "finetune", 1.0, [3]),
+        ("KRR-ST", "knn", 0.5, [3]),
+        ("KRR-ST", "finetune", 1.0, [3]),
     ]
 
 

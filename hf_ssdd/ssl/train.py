@@ -6,8 +6,9 @@ Defaults follow solo-learn's CIFAR ``barlow.yaml``, the most likely recipe behin
 batch 256, 1000 epochs with warmup-cosine. The representation is the 512-d pooled backbone output, saved as an HF
 model (``teacher/``) that :class:`hf_ssdd.teachers.Teacher` loads. Labels are used only by the kNN monitor.
 
-Outputs under ``output_dir``: ``config.yaml``, ``checkpoints/`` (exact resume), ``metrics.jsonl``,
-``loss_curve.png``, ``views_grid.png`` and the final ``teacher/`` folder.
+Outputs under ``output_dir``: ``config.yaml``, ``checkpoints/`` (exact resume), ``metrics.jsonl`` (loss records,
+and kNN records at initialization — the baseline — and every ``knn_every`` epochs), ``loss_curve.png``,
+``knn_curve.png``, ``views_grid.png`` and the final ``teacher/`` folder.
 """
 
 from __future__ import annotations
@@ -197,10 +198,21 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
             save_curves(out / "loss_curve.png", curves, title="teacher training")
         acc.wait_for_everyone()
 
+    def monitor_knn() -> None:
+        knn = knn_monitor(acc.unwrap_model(model).backbone, source, monitor, cfg)
+        knn_history.append({"step": step, "knn_top1": knn})
+        if acc.is_main_process:
+            bar.write(f"step {step}{' (initialization)' if step == 0 else ''}: kNN top-1 {knn:.2f}%")
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "knn_top1": knn}) + "\n")
+            acc.log({"knn_top1": knn}, step=step)
+
     view1_cfg, view2_cfg = _view_config(cfg, size, 0.0), _view_config(cfg, size, 0.2)
     model.train()
     bar = progress(total=total, initial=step, desc="Barlow Twins", disable=not acc.is_main_process)
     perm: tuple[int, torch.Tensor] | None = None
+    if monitor is not None and step == 0:
+        monitor_knn()  # the baseline: the same network at initialization
     while step < total:
         epoch, pos = divmod(step, steps_per_epoch)
         if perm is None or perm[0] != epoch:
@@ -242,11 +254,7 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
         if monitor is not None and (
             (epoch_done and (step // steps_per_epoch) % cfg.knn_every == 0) or step == total
         ):
-            knn = knn_monitor(acc.unwrap_model(model).backbone, source, monitor, cfg)
-            knn_history.append({"step": step, "knn_top1": knn})
-            if acc.is_main_process:
-                bar.write(f"step {step}: kNN top-1 {knn:.2f}%")
-                acc.log({"knn_top1": knn}, step=step)
+            monitor_knn()
         if step % cfg.checkpoint_every == 0 and step < total:
             checkpoint()
     bar.close()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_ssdd.data import get_spec, normalize, random_crop_flip
+from hf_ssdd.transfer.probe import map_batches
 from hf_ssdd.utils import derived_generator, derived_seed, progress
 
 FINE_GRAINED_TARGETS = frozenset({"aircraft", "cars", "cub2011", "dogs", "flowers102"})
@@ -137,7 +138,6 @@ def finetune(
     return torch.stack(losses).tolist()
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module,
     images: torch.Tensor,
@@ -147,11 +147,4 @@ def predict(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Arg-max class of the head's logits for uint8 ``images`` (eval mode, normalized, no augmentation)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval().to(device)
-    out = []
-    for chunk in images.split(batch_size):
-        x = normalize(chunk.to(device), mean, std)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(model(x).logits.argmax(1))
-    return torch.cat(out)
+    return map_batches(lambda x: model(x).logits.argmax(1), model, images, mean, std, batch_size, device)

@@ -8,7 +8,7 @@ cross-entropy + 1e-3 · ‖W‖² (the bias is not regularized), top-1 on the fu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +39,31 @@ class ProbeSettings:
 
 
 @torch.no_grad()
+def map_batches(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``fn(normalized batch)`` over uint8 ``images`` in batches with ``model`` in eval mode, concatenated.
+
+    Runs on ``device`` (default: the model's), channels-last with bf16 autocast on CUDA.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval().to(device)
+    cuda = device.type == "cuda"
+    out = []
+    for chunk in images.split(batch_size):
+        x = normalize(chunk.to(device), mean, std)
+        x = x.contiguous(memory_format=torch.channels_last) if cuda else x
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
+            out.append(fn(x))
+    return torch.cat(out)
+
+
 def extract_features(
     model: nn.Module,
     images: torch.Tensor,
@@ -47,18 +72,10 @@ def extract_features(
     batch_size: int = 512,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``model.forward_features`` of uint8 ``images`` normalized with ``mean``/``std``, in eval mode, as float32.
-
-    Runs on ``device`` (default: the model's), with bf16 autocast on CUDA; returns ``[N, num_features]`` there.
-    """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval().to(device)
-    out = []
-    for chunk in images.split(batch_size):
-        x = normalize(chunk.to(device), mean, std)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(model.forward_features(x).float())
-    return torch.cat(out)
+    """``model.forward_features`` of uint8 ``images`` normalized with ``mean``/``std``, as float32 ``[N, D]``."""
+    return map_batches(
+        lambda x: model.forward_features(x).float(), model, images, mean, std, batch_size, device
+    )
 
 
 def probe_objective(
