@@ -1,6 +1,6 @@
 """``hf-ssdd quickstart``: the whole pipeline on real CIFAR-10 at small scale, on a laptop CPU.
 
-1. train a small Barlow Twins teacher (narrow ResNet-10 with the KRR-ST stem, one epoch of momentum SGD);
+1. train a small Barlow Twins teacher (narrow ResNet-10 with the KRR-ST stem, one epoch);
 2. distill CIFAR-10 into ``num_images`` images with KRR-ST;
 3. build a random real subset of the same size (teacher features as targets);
 4. distill the same number of images with MKDT (three narrow ConvNet experts, a short trajectory matching, random
@@ -61,8 +61,6 @@ def teacher_config(cfg: QuickstartConfig) -> TeacherTrainConfig:
         backbone_kwargs={"layers": [1, 1, 1, 1], "widths": [16, 32, 64, 128]},
         projector_hidden_dim=512,
         projector_out_dim=512,
-        optimizer="sgd",  # over ~200 steps LARS (the real recipe) leaves kNN flat; SGD raises it (RESULTS.md)
-        lr=0.05,
         batch_size=256,
         epochs=1,
         max_steps=cfg.teacher_steps,

@@ -43,6 +43,15 @@ def test_expert_training_is_kd_sgd_with_seeded_init_and_order():
     assert not torch.equal(other[0]["head.weight"], snapshots[0]["head.weight"])
 
 
+def test_a_diverging_expert_is_stopped_with_advice(tmp_path):
+    trainer = toy_trainer(max_epoch=2, lr=1e12, momentum=0.9)
+    with pytest.raises(
+        ExpertError, match=r"expert 0 diverged in epoch \d .*lower experts.lr \(now 1000000000000.0\)"
+    ):
+        trainer.write(tmp_path, 0)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
 def test_expert_file_holds_every_epoch_and_its_description(tmp_path):
     trainer = toy_trainer(max_epoch=2)
     path = trainer.write(tmp_path, 3)

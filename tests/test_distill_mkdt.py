@@ -145,6 +145,10 @@ def test_matching_loss_refuses_a_motionless_expert():
     _, student, theta0, _, images, targets, lr = _problem()
     with pytest.raises(ValueError, match="coincide"):
         matching_gradients(student, theta0, theta0.clone(), images, targets, lr, _batches(), "checkpoint")
+    with pytest.raises(ValueError, match="non-finite"):
+        matching_gradients(
+            student, theta0, theta0 * float("nan"), images, targets, lr, _batches(), "autograd"
+        )
 
 
 # ---------------------------------------------------------------------- the distiller

@@ -261,6 +261,12 @@ class ExpertTrainer:
                 total += loss.detach() * len(b)
             losses.append(float(total) / len(self.source))
             snapshots.append(_snapshot(model))
+            if not all(torch.isfinite(v).all() for v in snapshots[-1].values()):
+                raise ExpertError(
+                    f"expert {index} diverged in epoch {epoch} (mean loss {losses[-1]:.4g}, non-finite "
+                    f"parameters); the teacher features have RMS {float(targets.pow(2).mean().sqrt()):.4g}: "
+                    f"lower experts.lr (now {cfg.lr}) or use a better-conditioned teacher"
+                )
         return snapshots, losses, model
 
     def meta(self, index: int, model: nn.Module, losses: list[float]) -> ExpertMeta:

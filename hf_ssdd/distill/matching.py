@@ -146,6 +146,8 @@ def matching_loss(
 
 def _expert_distance(theta_start: torch.Tensor, theta_target: torch.Tensor) -> torch.Tensor:
     dist = (theta_start - theta_target).detach().pow(2).sum()
+    if not torch.isfinite(dist):
+        raise ValueError("the expert trajectory holds non-finite parameters; retrain the experts")
     if not dist > 0:
         raise ValueError("the expert's start and target parameters coincide; the matching loss is undefined")
     return dist
