@@ -57,3 +57,19 @@ def test_nearest_distinct_resolves_collisions():
 def test_bad_size():
     with pytest.raises(ValueError, match="exceeds"):
         create_distiller("kmeans", {"num_images": 100}, toy_source(64), toy_teacher())
+
+
+def test_nearest_distinct_in_chunks_equals_the_full_distance_matrix():
+    """Keeping each centre's k nearest rows per chunk gives the greedy answer of the whole k×N matrix."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(500, 4, generator=g, dtype=torch.float64)
+    centres = x[torch.randperm(500, generator=g)[:30]] * 0.5  # shrunk: many centres share nearest rows
+    d = torch.cdist(centres, x).pow(2)
+    expected = torch.empty(30, dtype=torch.long)
+    taken = torch.zeros(500, dtype=torch.bool)
+    for c in d.min(dim=1).values.argsort().tolist():
+        j = int(d[c].masked_fill(taken, float("inf")).argmin())
+        expected[c], taken[j] = j, True
+    assert torch.equal(nearest_distinct(x, centres, batch_size=37), expected)
+    with pytest.raises(ValueError, match="cannot pick 3 distinct rows out of 2"):
+        nearest_distinct(x[:2], centres[:3])

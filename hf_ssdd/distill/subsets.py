@@ -97,15 +97,29 @@ def kmeans(
 
 def nearest_distinct(x: torch.Tensor, centres: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """For each centre the index of the nearest row of ``x``, all distinct (a centre whose nearest row is taken gets
-    its nearest free row; centres are served in order of their best distance)."""
-    k = centres.shape[0]
-    d = torch.cat([_pairwise_sq_dist(centres, chunk) for chunk in x.split(batch_size)], dim=1)  # k×N
-    order = d.min(dim=1).values.argsort()
-    taken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    its nearest free row; centres are served in order of their best distance).
+
+    Only each centre's k nearest rows are kept (k×k memory instead of k×N): at most k − 1 rows are taken before a
+    centre is served, so its nearest free row is among them.
+    """
+    k, n = centres.shape[0], x.shape[0]
+    if k > n:
+        raise ValueError(f"cannot pick {k} distinct rows out of {n}")
+    best_d = centres.new_zeros(k, 0)
+    best_i = torch.zeros(k, 0, dtype=torch.long, device=x.device)
+    for start in range(0, n, batch_size):
+        chunk = x[start : start + batch_size]
+        cand_d = torch.cat([best_d, _pairwise_sq_dist(centres, chunk)], dim=1)
+        rows = torch.arange(start, start + len(chunk), device=x.device).expand(k, -1)
+        cand_i = torch.cat([best_i, rows], dim=1)
+        top = cand_d.topk(min(k, cand_d.shape[1]), dim=1, largest=False, sorted=True)
+        best_d, best_i = top.values, cand_i.gather(1, top.indices)
+    order = best_d[:, 0].argsort()
+    taken = torch.zeros(n, dtype=torch.bool, device=x.device)
     chosen = torch.empty(k, dtype=torch.long, device=x.device)
-    for c in order.tolist():  # k picks (not a loop over samples); each is one masked argmin over N
-        row = d[c].masked_fill(taken, float("inf"))
-        j = int(row.argmin())
+    for c in order.tolist():  # k picks (not a loop over samples); each scans the centre's k candidates
+        candidates = best_i[c]
+        j = candidates[(~taken[candidates]).nonzero()[0, 0]]
         chosen[c] = j
         taken[j] = True
     return chosen
