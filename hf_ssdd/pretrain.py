@@ -22,15 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_ssdd.data import random_crop_flip
+from hf_ssdd.distill.distilled_set import PRETRAINING_RECIPES as RECIPES
 from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.io import atomic_directory, atomic_write_json
 from hf_ssdd.models import create_backbone
 from hf_ssdd.utils import default_device, derived_generator, derived_seed, progress
-
-RECIPES: dict[str, dict[str, Any]] = {
-    "krr_st": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "epochs": 1000, "batch_size": 256},
-    "mkdt": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 20, "batch_size": 256},
-}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hf_ssdd.distill import ExpertConfig, KRRSTConfig, MKDTConfig, SubsetConfig
 from hf_ssdd.distill.run import DistillRunConfig, SourceConfig, run_distillation
@@ -73,16 +74,26 @@ def teacher_config(cfg: QuickstartConfig) -> TeacherTrainConfig:
     )
 
 
-def krr_st_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
-    """The quickstart distillation (also ``recipes/configs/quickstart.yaml``)."""
+def _distill_config(cfg: QuickstartConfig, method: str, teacher: str, **run: Any) -> DistillRunConfig:
+    """A resumable run of ``method`` on the quickstart source, under ``output_dir/<method>``."""
     return DistillRunConfig(
-        method="krr_st",
+        method=method,
         source=SourceConfig(dataset=cfg.dataset, max_examples=cfg.max_examples),
         teacher=teacher,
-        output_dir=str(Path(cfg.output_dir) / "krr_st"),
+        output_dir=str(Path(cfg.output_dir) / method),
+        resume=True,
+        **run,
+    )
+
+
+def krr_st_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
+    """The quickstart distillation (also ``recipes/configs/quickstart.yaml``)."""
+    return _distill_config(
+        cfg,
+        "krr_st",
+        teacher,
         checkpoint_every=100,
         log_every=10,
-        resume=True,
         krr_st=KRRSTConfig(
             num_images=cfg.num_images,
             model=STUDENT,
@@ -96,26 +107,17 @@ def krr_st_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
 
 
 def random_subset_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
-    return DistillRunConfig(
-        method="random",
-        source=SourceConfig(dataset=cfg.dataset, max_examples=cfg.max_examples),
-        teacher=teacher,
-        output_dir=str(Path(cfg.output_dir) / "random"),
-        resume=True,
-        random=SubsetConfig(num_images=cfg.num_images),
-    )
+    return _distill_config(cfg, "random", teacher, random=SubsetConfig(num_images=cfg.num_images))
 
 
 def mkdt_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
     """A CPU-sized MKDT (``recipes/configs/quickstart_mkdt.yaml`` is its stand-alone cousin): narrow experts."""
-    return DistillRunConfig(
-        method="mkdt",
-        source=SourceConfig(dataset=cfg.dataset, max_examples=cfg.max_examples),
-        teacher=teacher,
-        output_dir=str(Path(cfg.output_dir) / "mkdt"),
+    return _distill_config(
+        cfg,
+        "mkdt",
+        teacher,
         checkpoint_every=20,
         log_every=5,
-        resume=True,
         mkdt=MKDTConfig(
             num_images=cfg.num_images,
             model_overrides={"channels": [32, 32, 32]},

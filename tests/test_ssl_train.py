@@ -60,3 +60,5 @@ def test_teacher_training_outputs_and_exact_resume(tmp_path):
     resumed_dir = train_teacher(parse_config(TeacherTrainConfig, [*_args(out), "--resume"]))
     a, b = load_file(str(full_dir / "model.safetensors")), load_file(str(resumed_dir / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the log of the resumed run holds every record once, as the uninterrupted run's does
+    assert (out / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()

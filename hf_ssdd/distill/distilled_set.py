@@ -27,6 +27,27 @@ from hf_ssdd.utils import yaml_safe
 SHARD_BYTES = 500 * 2**20
 META_KEY = "hf_ssdd"
 
+# The papers' pre-training recipes (``reference/krr_st.md`` §4.1, ``reference/mkdt.md`` §2): what
+# :mod:`hf_ssdd.pretrain` runs and what each distiller recommends in its set's ``pretraining`` metadata.
+PRETRAINING_RECIPES: dict[str, dict[str, Any]] = {
+    "krr_st": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "epochs": 1000, "batch_size": 256},
+    "mkdt": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 20, "batch_size": 256},
+}
+
+
+def recommended_pretraining(recipe: str, **extra: Any) -> dict[str, Any]:
+    """The ``pretraining`` metadata of a set: the named recipe (SGD, constant lr, MSE, no augmentation) with
+    ``extra`` fields (``backbone``, a learned ``lr``, ...) on top."""
+    return {
+        "recipe": recipe,
+        "optimizer": "sgd",
+        **PRETRAINING_RECIPES[recipe],
+        "schedule": "constant",
+        "loss": "mse",
+        "augmentation": "none",
+        **extra,
+    }
+
 
 class DistilledSetError(ValueError):
     """A distilled set is malformed or cannot be loaded."""

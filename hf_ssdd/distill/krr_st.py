@@ -35,7 +35,7 @@ from torch import nn
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.data import normalize, random_crop_flip
 from hf_ssdd.distill.base import Distiller, register_distiller
-from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.distill.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.models import create_backbone
 from hf_ssdd.utils import derived_generator, derived_seed
 
@@ -361,18 +361,6 @@ class KRRSTDistiller(Distiller):
             source_normalization={"mean": list(self.source.mean), "std": list(self.source.std)},
             steps=self.step_count,
             config=config_to_dict(cfg),
-            pretraining={
-                "recipe": "krr_st",
-                "backbone": cfg.model,
-                "optimizer": "sgd",
-                "lr": 0.1,
-                "momentum": 0.9,
-                "weight_decay": 1e-3,
-                "epochs": 1000,
-                "batch_size": 256,
-                "schedule": "constant",
-                "loss": "mse",
-                "augmentation": "none",
-            },
+            pretraining=recommended_pretraining("krr_st", backbone=cfg.model),
         )
         return DistilledSet(self.x_syn.detach(), self.y_syn.detach(), meta)

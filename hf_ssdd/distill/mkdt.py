@@ -27,7 +27,7 @@ from torch import nn
 
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.distill.base import Distiller, register_distiller
-from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.distill.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.distill.experts import (
     ExpertConfig,
     ExpertTrainer,
@@ -44,11 +44,6 @@ from hf_ssdd.distill.matching import (
     minibatch_schedule,
 )
 from hf_ssdd.utils import derived_generator
-
-PRETRAIN_MOMENTUM = 0.9
-PRETRAIN_WEIGHT_DECAY = 1e-4
-PRETRAIN_EPOCHS = 20
-PRETRAIN_BATCH_SIZE = 256
 
 
 class NonPositiveLearningRateError(RuntimeError):
@@ -447,20 +442,12 @@ class MKDTDistiller(Distiller):
                 "architecture": cfg.model,
                 "max_epoch": min(e.meta.max_epoch for e in self.experts),
             },
-            pretraining={
-                "recipe": "mkdt",
-                "backbone": cfg.model,
-                "backbone_overrides": dict(cfg.model_overrides),
-                "optimizer": "sgd",
-                "lr": learned_lr,
-                "momentum": PRETRAIN_MOMENTUM,
-                "weight_decay": PRETRAIN_WEIGHT_DECAY,
-                "epochs": PRETRAIN_EPOCHS,
-                "batch_size": PRETRAIN_BATCH_SIZE,
-                "schedule": "constant",
-                "loss": "mse",
-                "augmentation": "none",
-            },
+            pretraining=recommended_pretraining(
+                "mkdt",
+                backbone=cfg.model,
+                backbone_overrides=dict(cfg.model_overrides),
+                lr=learned_lr,
+            ),
         )
         return DistilledSet(self.x_syn.detach(), self.y_syn.detach(), meta)
 

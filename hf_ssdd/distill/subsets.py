@@ -20,7 +20,7 @@ import torch
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.data import normalize
 from hf_ssdd.distill.base import Distiller, register_distiller
-from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.distill.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.utils import derived_generator
 
 
@@ -202,14 +202,7 @@ class _SubsetDistiller(Distiller):
             config=config_to_dict(self.config),
             source_indices=self.indices.tolist(),
             class_names=self.source.class_names,
-            pretraining={
-                "recipe": "mkdt",
-                "lr": 0.1,
-                "momentum": 0.9,
-                "weight_decay": 1e-4,
-                "epochs": 20,
-                "batch_size": 256,
-            },
+            pretraining=recommended_pretraining("mkdt"),
         )
         return DistilledSet(images, targets, meta, labels=labels)
 

@@ -24,7 +24,7 @@ from torch import nn
 from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
 from hf_ssdd.config import config_to_dict, save_config
 from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
-from hf_ssdd.io import atomic_directory, prepare_run_dir
+from hf_ssdd.io import atomic_directory, atomic_write_text, prepare_run_dir
 from hf_ssdd.knn import knn_accuracy
 from hf_ssdd.models import create_backbone
 from hf_ssdd.plots import save_curves, save_image_grid
@@ -182,6 +182,13 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, history, knn_history = state["step"], state["history"], state["knn"]
+    if (
+        cfg.resume and acc.is_main_process
+    ):  # drop records logged after the checkpoint (they will be logged again)
+        records = sorted(
+            history + knn_history, key=lambda r: r["step"]
+        )  # stable: a step's loss before its kNN
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
     def checkpoint() -> None:
         if acc.is_main_process:
