@@ -60,11 +60,24 @@ def hub_dataset_id(ref: str | None) -> str | None:
     return ref if looks_like_id else None
 
 
+# protocol → model-index metric type and name; every other protocol is top-1 accuracy
+_FIDELITY_METRICS = {
+    "fidelity": ("r_squared", "teacher fidelity, R² (%)"),
+    "fidelity_cka": ("cka", "teacher fidelity, linear CKA (%)"),
+}
+
+
 def _row_task(row: dict[str, Any]) -> str:
     from hf_ssdd.transfer.report import PROTOCOL_NAMES
 
     protocol = PROTOCOL_NAMES.get(row["protocol"], row["protocol"])
-    return f"{protocol}, {100 * row['label_fraction']:g}% labels"
+    fraction = row.get("label_fraction")
+    return protocol if fraction is None else f"{protocol}, {100 * fraction:g}% labels"
+
+
+def _row_metric(row: dict[str, Any]) -> tuple[str, str]:
+    """The ``model-index`` metric type and name of a transfer row."""
+    return _FIDELITY_METRICS.get(row["protocol"]) or ("accuracy", f"top-1 accuracy (%), {_row_task(row)}")
 
 
 def evaluation_markdown(rows: list[dict[str, Any]] | None, subject: str) -> str:
@@ -75,10 +88,14 @@ def evaluation_markdown(rows: list[dict[str, Any]] | None, subject: str) -> str:
             set or model) or ``"baseline"``; ``None`` or empty when there are no results.
         subject: how the card names what it describes ("this set", "this model").
     """
+    from hf_ssdd.transfer.report import FIDELITY_NOTE
+
     if not rows:
         return f"Not evaluated: no transfer results were published with {subject}. No numbers are claimed."
+    fidelity = any(row["protocol"] in _FIDELITY_METRICS for row in rows)
+    value = "top-1 accuracy / fidelity (%)" if fidelity else "top-1 accuracy (%)"
     lines = [
-        "| encoder | architecture | target | protocol | top-1 accuracy (%) | seeds |",
+        f"| encoder | architecture | target | protocol | {value} | seeds |",
         "| --- | --- | --- | --- | ---: | --- |",
     ]
     for row in rows:
@@ -92,6 +109,8 @@ def evaluation_markdown(rows: list[dict[str, Any]] | None, subject: str) -> str:
         f"Top-1 test accuracy (%), mean ± population std over seeds, measured by `hf-ssdd transfer`. "
         f"Rows in bold: {subject}; the others are baselines of the same evaluation run."
     )
+    if fidelity:
+        note += " " + FIDELITY_NOTE
     return "\n".join([note, "", *lines])
 
 
@@ -99,30 +118,37 @@ def eval_results(rows: list[dict[str, Any]] | None) -> list[Any] | None:
     """``model-index`` entries (``huggingface_hub.EvalResult``) for the ``subject`` rows, or ``None``.
 
     The Hub groups metrics by task type and dataset, so the protocol and label fraction go into each metric's
-    name and ``args`` (with the std over seeds), under one task per target dataset.
+    name and ``args`` (with the std over seeds), under one task per target dataset. Teacher-fidelity rows are
+    ``r_squared`` and ``cka`` metrics (× 100, no label fraction) of an ``image-feature-extraction`` task.
     """
     from huggingface_hub import EvalResult
 
-    results = [
-        EvalResult(
-            task_type="image-classification",
-            task_name="transfer learning (hf-ssdd transfer)",
-            dataset_type=hub_dataset_id(row["target"]) or row["target"],
-            dataset_name=row["target"],
-            dataset_split="test",
-            metric_type="accuracy",
-            metric_name=f"top-1 accuracy (%), {_row_task(row)}",
-            metric_value=round(float(row["mean"]), 4),
-            metric_args={
-                "protocol": row["protocol"],
-                "label_fraction": row["label_fraction"],
-                "std": round(float(row["std"]), 4),
-                "num_seeds": len(row["seeds"]),
-            },
+    results = []
+    for row in rows or []:
+        if row.get("role") != "subject":
+            continue
+        metric_type, metric_name = _row_metric(row)
+        fidelity = row["protocol"] in _FIDELITY_METRICS
+        args = {"protocol": row["protocol"], "label_fraction": row.get("label_fraction")}
+        results.append(
+            EvalResult(
+                task_type="image-feature-extraction" if fidelity else "image-classification",
+                task_name="teacher fidelity (hf-ssdd transfer)"
+                if fidelity
+                else "transfer learning (hf-ssdd transfer)",
+                dataset_type=hub_dataset_id(row["target"]) or row["target"],
+                dataset_name=row["target"],
+                dataset_split="test",
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=round(float(row["mean"]), 4),
+                metric_args={
+                    **{k: v for k, v in args.items() if v is not None},
+                    "std": round(float(row["std"]), 4),
+                    "num_seeds": len(row["seeds"]),
+                },
+            )
         )
-        for row in rows or []
-        if row.get("role") == "subject"
-    ]
     return results or None
 
 
@@ -225,7 +251,7 @@ def model_card(
         license=license,
         tags=tags,
         datasets=[distilled_set_repo] if distilled_set_repo else None,
-        metrics=["accuracy"] if results else None,
+        metrics=list(dict.fromkeys(r.metric_type for r in results)) if results else None,
         eval_results=results,
         hf_ssdd={k: v for k, v in yaml_safe(metadata).items() if v is not None},
     )

@@ -57,7 +57,7 @@ COMMANDS: dict[str, Command] = {
         "hf_ssdd.pretrain:PretrainConfig",
     ),
     "transfer": Command(
-        "evaluate encoders and distilled sets on target datasets (linear probe, fine-tuning, kNN)",
+        "evaluate encoders and distilled sets on target datasets (linear probe, fine-tuning, kNN, teacher fidelity)",
         "hf_ssdd.transfer.run:run_transfer",
         "hf_ssdd.transfer.run:TransferConfig",
     ),

@@ -1,7 +1,8 @@
 """Transfer evaluation: ``python recipes/transfer.py --distilled_sets "[KRR-ST=runs/distill/distilled]" [--key value ...]``.
 
-Linear probe (MKDT), full fine-tuning (KRR-ST) and kNN of encoders and distilled sets on target datasets, with a
-"No pre-training" row; writes ``results.{json,md,png}`` to ``--output_dir``. Same as ``hf-ssdd transfer``.
+Linear probe (MKDT), full fine-tuning (KRR-ST), kNN and (with ``--teacher``) teacher fidelity of encoders and
+distilled sets on target datasets, with a "No pre-training" row; writes ``results.{json,md,png}`` to
+``--output_dir``. Same as ``hf-ssdd transfer``.
 """
 
 import sys

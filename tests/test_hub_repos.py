@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,28 @@ def test_teacher_folder_publishes_as_teacher(tmp_path):
     x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
         assert torch.equal(load_encoder(tmp_path / "repo")(x).pooler_output, teacher(x).pooler_output)
+
+
+def test_teacher_fidelity_rows_in_the_model_index(tmp_path):
+    results = make_results({"No pre-training": "scratch", "KRR-ST": "runs/x/distilled"})
+    for row in list(results.rows):
+        results.rows += [
+            replace(row, protocol=protocol, label_fraction=None)
+            for protocol in ("fidelity", "fidelity_cka")
+            if row.protocol == "linear_probe"
+        ]
+    build_model_repo(
+        make_encoder("ssdd"), tmp_path / "repo", "org/x", rows=transfer_rows(results, names=["KRR-ST"])
+    )
+    card = ModelCard.load(tmp_path / "repo" / "README.md")
+    fidelity = [r for r in card.data.eval_results if r.metric_type != "accuracy"]
+    assert [(r.task_type, r.metric_type, r.metric_name) for r in fidelity] == [
+        ("image-feature-extraction", "r_squared", "teacher fidelity, R² (%)"),
+        ("image-feature-extraction", "cka", "teacher fidelity, linear CKA (%)"),
+    ]
+    assert fidelity[0].metric_args == {"protocol": "fidelity", "std": 0.2041, "num_seeds": 3}
+    assert card.data.metrics == ["accuracy", "r_squared", "cka"]
+    assert "| top-1 accuracy / fidelity (%) |" in card.text and "| teacher fidelity (CKA) |" in card.text
 
 
 def test_head_is_dropped_without_touching_the_model(tmp_path):

@@ -1,5 +1,6 @@
 import json
 import logging
+import math
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
 from hf_ssdd import cli
-from hf_ssdd.data import load_image_source
+from hf_ssdd.data import load_image_source, normalization
 from hf_ssdd.distill import DistilledSet
 from hf_ssdd.models import create_backbone
 from hf_ssdd.pretrain import pretrain, resolve_settings, save_encoder
@@ -160,6 +161,12 @@ def test_bad_requests_fail_before_any_work():
         evaluate_transfer({}, ["cifar10"], ["knn"], [0.0])
     with pytest.raises(ValueError, match=r"given for protocols \['knn'\] but \['finetune', 'knn'\]"):
         evaluate_transfer({}, ["cifar10"], ["knn", "finetune"], {"knn": [0.1]})
+    with pytest.raises(
+        ValueError, match="'fidelity' protocol compares each encoder with a teacher.*teacher="
+    ):
+        evaluate_transfer({}, ["cifar10"], ["knn", "fidelity"])
+    with pytest.raises(ValueError, match=r"\['fidelity'\] take none"):
+        evaluate_transfer({}, ["cifar10"], ["fidelity"], {"fidelity": [1.0]}, teacher="unused")
 
 
 def test_each_protocol_can_have_its_own_label_fractions(distilled, tmp_path):
@@ -219,3 +226,35 @@ def test_targets_resolve_offline_by_catalog_name_and_hub_id(caplog):
     same = load_target("flowers102", 32, settings, torch.device("cpu"))
     assert torch.equal(same.train.images, data.train.images)
     assert same.train.mean == data.train.mean == (0.4344, 0.3030, 0.2955)  # KRR-ST Flowers constants at 32 px
+
+
+def test_teacher_fidelity_from_the_cli(tmp_path):
+    """An encoder identical to the teacher reproduces it (R² = CKA = 100 %); the untrained baseline does not."""
+    data_path("cifar10")
+    mean, std = normalization("cifar10", 32)
+    arch = "convnet_8_8_8_in"  # 128 features, fewer than the 200 fit rows
+    folder = save_encoder(create_backbone(arch, mean=list(mean), std=list(std)), tmp_path / "teacher")
+    out = tmp_path / "run"
+    argv = ["transfer", "--encoders", f"[same={folder}]", "--teacher", str(folder), "--architecture", arch]
+    argv += ["--protocols", "[knn]", "--label_fractions", "[0.5]", "--knn_k", "5", "--seeds", "[0, 1]"]
+    argv += ["--max_train_examples", "20", "--max_test_examples", "400", "--output_dir", str(out)]
+    assert cli.main(argv) == 0
+    results = TransferResults.load(out / "results.json")
+    cells = {(r.encoder, r.protocol, r.label_fraction): r for r in results.rows}
+    assert sorted(cells, key=str) == sorted(
+        [
+            (e, p, f)
+            for e in (NO_PRETRAINING, "same")
+            for p, f in [("knn", 0.5), ("fidelity", None), ("fidelity_cka", None)]
+        ],
+        key=str,
+    )
+    assert all(math.isfinite(a) for r in results.rows for a in r.accuracies)
+    assert cells[("same", "fidelity", None)].accuracies == pytest.approx([100.0, 100.0], abs=1e-3)
+    assert cells[("same", "fidelity_cka", None)].accuracies == pytest.approx([100.0, 100.0], abs=1e-3)
+    assert cells[(NO_PRETRAINING, "fidelity", None)].mean < 99
+    assert 0 < cells[(NO_PRETRAINING, "fidelity_cka", None)].mean < 99
+    assert results.metadata["protocols"] == ["knn", "fidelity"]
+    assert results.metadata["teacher"]["id"] == str(folder)
+    table = (out / "results.md").read_text()
+    assert "cifar10 · teacher fidelity (R²) |" in table and "Teacher fidelity: R²" in table

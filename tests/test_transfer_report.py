@@ -110,3 +110,24 @@ def test_save_writes_the_three_files_atomically(results, tmp_path):
     assert paths["markdown"].read_text() == results.to_markdown()
     with Image.open(paths["chart"]) as chart:
         assert chart.format == "PNG" and chart.size[0] >= 600
+
+
+def test_fidelity_rows_have_no_label_fraction(results, tmp_path):
+    results.rows += [
+        _row(encoder, protocol=protocol, fraction=None, accuracies=(80.0, 82.0, 84.0))
+        for encoder in ("KRR-ST", "No pre-training")
+        for protocol in ("fidelity", "fidelity_cka")
+    ]
+    data = json.loads(json.dumps(results.to_dict()))
+    validate_results(data)
+    assert data["rows"][-1]["label_fraction"] is None and TransferResults.from_dict(data) == results
+    table = results.to_markdown()
+    header = next(line for line in table.splitlines() if line.startswith("| encoder"))
+    assert header.endswith("| cifar10 · teacher fidelity (R²) | cifar10 · teacher fidelity (CKA) |")
+    assert "Teacher fidelity: R² (variance-weighted) and linear CKA, × 100" in table
+    assert "| – | – |" in table  # "Random subset" has no fidelity rows
+    with Image.open(results.save_bar_chart(tmp_path / "chart.png")) as chart:
+        assert chart.format == "PNG"
+    data["rows"][0]["label_fraction"] = None
+    with pytest.raises(ValueError, match=r"rows\[0\].label_fraction is null, which only \['fidelity'"):
+        validate_results(data)

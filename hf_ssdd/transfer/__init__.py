@@ -1,11 +1,13 @@
 """Transfer evaluation of pre-trained encoders: linear probe, full fine-tuning and kNN on labelled targets.
 
 Protocols: the L-BFGS linear probe of MKDT (Joshi et al., ICLR 2025) and the full fine-tuning of KRR-ST (Lee et
-al., ICLR 2024), plus weighted kNN; :func:`evaluate_transfer` runs encoders × targets × protocols × label
+al., ICLR 2024), plus weighted kNN and teacher fidelity (R² and linear CKA between an encoder's features and a
+teacher's on held-out real images); :func:`evaluate_transfer` runs encoders × targets × protocols × label
 fractions × seeds and returns :class:`TransferResults` (JSON, Markdown table, bar chart).
 """
 
 from hf_ssdd.transfer.encoders import NO_PRETRAINING, RANDOM_SUBSET, EncoderSpec, at_resolution, load_encoder
+from hf_ssdd.transfer.fidelity import linear_cka, linear_fidelity
 from hf_ssdd.transfer.finetune import (
     FinetuneSettings,
     default_finetune_steps,
@@ -46,6 +48,8 @@ __all__ = [
     "finetune",
     "knn_protocol_accuracy",
     "label_fraction_indices",
+    "linear_cka",
+    "linear_fidelity",
     "linear_probe_accuracy",
     "load_encoder",
     "load_target",

@@ -5,6 +5,11 @@ anew on a distilled set, as KRR-ST does for each repetition (Lee et al., ICLR 20
 with the linear probe (Joshi et al., ICLR 2025), full fine-tuning (Lee et al.) and/or weighted kNN, on the same
 seeded label fraction of the target's train split for every encoder. Targets are evaluated at the encoder's
 (source) resolution, as both papers do; the images are resized to it when they differ.
+
+The label-free ``fidelity`` protocol (:mod:`hf_ssdd.transfer.fidelity`) compares the trunk's frozen test-split
+features with a teacher's features of the same images (through the teacher's own preprocessing): a linear map fitted
+on one half of the test split, R² and linear CKA on the other half (the same fixed halves for every encoder and
+seed). It gives two rows per cell, ``fidelity`` (R²) and ``fidelity_cka``, with no label fraction.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
+import os
 import platform
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -31,7 +37,9 @@ from hf_ssdd.data import (
     resolve_dataset,
 )
 from hf_ssdd.data.source import LABEL_COLUMNS, native_size
+from hf_ssdd.teachers import Teacher, encode_source
 from hf_ssdd.transfer.encoders import EncoderLike, PreparedEncoder, prepare_encoders
+from hf_ssdd.transfer.fidelity import DEFAULT_RIDGE, fidelity_halves, linear_fidelity
 from hf_ssdd.transfer.finetune import FinetuneSettings, default_finetune_steps, finetune, predict
 from hf_ssdd.transfer.fractions import label_fraction_indices
 from hf_ssdd.transfer.metric import top1_accuracy
@@ -46,7 +54,8 @@ from hf_ssdd.utils import default_device, derived_seed, progress
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("linear_probe", "finetune", "knn")
+PROTOCOLS = ("linear_probe", "finetune", "knn", "fidelity")
+LABEL_FREE = ("fidelity",)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class TransferSettings:
         max_test_examples: keep only the first N rows of each target's test split (small runs).
         batch_size: batch size of feature extraction and test predictions.
         convention: catalog normalization constants of the targets (``"krr_st"`` or ``"mkdt"``).
+        fidelity_ridge: relative ridge λ of the teacher-fidelity linear map (:mod:`hf_ssdd.transfer.fidelity`).
     """
 
     probe: ProbeSettings = field(default_factory=ProbeSettings)
@@ -74,6 +84,7 @@ class TransferSettings:
     max_test_examples: int | None = None
     batch_size: int = 512
     convention: str = "krr_st"
+    fidelity_ridge: float = DEFAULT_RIDGE
 
 
 @dataclass
@@ -100,6 +111,7 @@ def evaluate_transfer(
     image_size: int | None = None,
     device: str | torch.device | None = None,
     progress_bar: bool = True,
+    teacher: Teacher | str | os.PathLike | None = None,
 ) -> TransferResults:
     """Evaluate encoders on target datasets; mean ± population std over ``seeds``.
 
@@ -108,22 +120,27 @@ def evaluate_transfer(
             :class:`EncoderSpec`. A "No pre-training" row (fresh ``create_backbone(architecture)`` per seed) is
             always added.
         targets: catalog names, Hub ids or local parquet folders (offline: through ``HF_SSDD_DATA_DIR``).
-        protocols: any of ``"linear_probe"``, ``"finetune"``, ``"knn"``.
+        protocols: any of ``"linear_probe"``, ``"finetune"``, ``"knn"`` and ``"fidelity"`` (needs ``teacher``).
         label_fractions: shares of each target's train labels, in (0, 1]; one list for every protocol, or a
             mapping protocol → list (the papers' pairing: ``{"linear_probe": [0.01, 0.05], "finetune": [1.0]}``).
+            ``fidelity`` uses no labels and takes no fractions.
         seeds: one repetition per seed (pre-training, label draw, probe / head init, batch order, augmentation).
         architecture: registry name of the network pre-trained on distilled sets and of the baseline.
         settings: protocol settings (default :class:`TransferSettings`).
         image_size: evaluate every encoder at this resolution (default: each encoder's own).
         device: default :func:`hf_ssdd.utils.default_device`.
         progress_bar: show progress bars.
+        teacher: for ``fidelity``: a :class:`~hf_ssdd.teachers.Teacher`, or a teacher folder, Hub id or
+            ``timm:<name>`` (:meth:`Teacher.from_pretrained`).
 
     Raises:
-        ValueError: an unknown protocol, a bad fraction, no target or seed, or a target without labels.
+        ValueError: an unknown protocol, a bad fraction, no target or seed, ``fidelity`` without a teacher, or a
+            target without labels.
     """
     settings = settings or TransferSettings()
+    protocols = list(dict.fromkeys(protocols))
     fractions = _fractions_by_protocol(protocols, label_fractions)
-    _check_request(targets, fractions, seeds)
+    _check_request(targets, protocols, fractions, seeds, teacher)
     device = torch.device(device) if device is not None else default_device()
     prepared = prepare_encoders(encoders, architecture, image_size, settings.pretrain)
     data = {
@@ -133,44 +150,74 @@ def evaluate_transfer(
         for size in dict.fromkeys(enc.image_size for enc in prepared)
         for target in targets
     }
+    teacher_features: dict[tuple[str, int], torch.Tensor] = {}
+    if "fidelity" in protocols:
+        if not isinstance(teacher, Teacher):
+            teacher = Teacher.from_pretrained(teacher, device=device)
+        teacher_features = {
+            key: encode_source(teacher, target.test, settings.batch_size, progress_bar=progress_bar)
+            for key, target in data.items()
+        }
     rows = []
     bar = progress(total=len(prepared) * len(seeds) * len(targets), desc="transfer", disable=not progress_bar)
     for enc in prepared:
-        accuracies: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+        accuracies: dict[tuple[str, str, float | None], list[float]] = defaultdict(list)
         for seed in seeds:
             trunk = enc.build(seed, device, progress_bar)
             for target in targets:
                 bar.set_postfix_str(f"{enc.name} | seed {seed} | {target}")
-                target_data = data[(target, enc.image_size)]
-                results = _evaluate_target(trunk, target_data, fractions, seed, settings, progress_bar)
+                key = (target, enc.image_size)
+                results = _evaluate_target(
+                    trunk,
+                    data[key],
+                    protocols,
+                    fractions,
+                    teacher_features.get(key),
+                    seed,
+                    settings,
+                    progress_bar,
+                )
                 for (protocol, fraction), accuracy in results.items():
                     accuracies[(target, protocol, fraction)].append(100.0 * accuracy)
                 bar.update(1)
         rows += [_row(enc, key, list(seeds), values) for key, values in accuracies.items()]
     bar.close()
-    metadata = _metadata(prepared, targets, fractions, seeds, settings, device, image_size)
+    metadata = _metadata(prepared, targets, protocols, fractions, seeds, settings, device, image_size)
+    if "fidelity" in protocols:
+        metadata["teacher"] = teacher.describe()
     return TransferResults(rows, metadata)
 
 
 def _fractions_by_protocol(
     protocols: Sequence[str], fractions: Sequence[float] | Mapping[str, Sequence[float]]
 ) -> dict[str, list[float]]:
-    """protocol → its label fractions; a mapping must name exactly the requested protocols."""
+    """Labelled protocol → its label fractions; a mapping must name exactly the requested labelled protocols."""
+    labelled = [p for p in protocols if p not in LABEL_FREE]
     if not isinstance(fractions, Mapping):
-        return {p: [float(f) for f in fractions] for p in protocols}
-    if set(fractions) != set(protocols):
+        return {p: [float(f) for f in fractions] for p in labelled}
+    if set(fractions) != set(labelled):
         raise ValueError(
-            f"label fractions are given for protocols {sorted(fractions)} but {sorted(protocols)} were requested"
+            f"label fractions are given for protocols {sorted(fractions)} but {sorted(labelled)} were requested "
+            f"({list(LABEL_FREE)} take none)"
         )
-    return {p: [float(f) for f in fractions[p]] for p in protocols}
+    return {p: [float(f) for f in fractions[p]] for p in labelled}
 
 
 def _check_request(
-    targets: Sequence[str], fractions: Mapping[str, Sequence[float]], seeds: Sequence[int]
+    targets: Sequence[str],
+    protocols: Sequence[str],
+    fractions: Mapping[str, Sequence[float]],
+    seeds: Sequence[int],
+    teacher: Teacher | str | os.PathLike | None,
 ) -> None:
-    unknown = [p for p in fractions if p not in PROTOCOLS]
-    if unknown or not fractions:
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols:
         raise ValueError(f"unknown or no protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
+    if "fidelity" in protocols and teacher is None:
+        raise ValueError(
+            "the 'fidelity' protocol compares each encoder with a teacher, but none was given: pass teacher= "
+            "(a Teacher, or a teacher folder or Hub id; --teacher on the command line)"
+        )
     if not targets or not seeds or not all(fractions.values()):
         raise ValueError("need at least one target, one seed and one label fraction")
     bad = [f for fs in fractions.values() for f in fs if not 0 < f <= 1]
@@ -245,24 +292,35 @@ class _FrozenFeatures:
 def _evaluate_target(
     trunk: torch.nn.Module,
     data: TargetData,
+    protocols: Sequence[str],
     fractions: Mapping[str, Sequence[float]],
+    teacher_features: torch.Tensor | None,
     seed: int,
     settings: TransferSettings,
     progress_bar: bool,
-) -> dict[tuple[str, float], float]:
-    """Top-1 accuracy (in [0, 1]) of every (protocol, label fraction) on one target for one seed.
+) -> dict[tuple[str, float | None], float]:
+    """Every (protocol, label fraction) result on one target for one seed, as a fraction (accuracy in [0, 1]).
 
     The label fractions are drawn with ``seed`` alone, so every encoder sees the same labelled examples.
+    ``fidelity`` gives ``("fidelity", None)`` (R²) and ``("fidelity_cka", None)`` from ``teacher_features`` of
+    the test split.
     """
     every = dict.fromkeys(f for fs in fractions.values() for f in fs)
     subsets = {f: label_fraction_indices(data.train.labels, f, seed) for f in every}
     frozen = [f for p, fs in fractions.items() if p != "finetune" for f in fs]
     features = None
-    if frozen:
-        features = _frozen_features(trunk, data, torch.cat([subsets[f] for f in frozen]).unique(), settings)
+    if frozen or "fidelity" in protocols:
+        index = (
+            torch.cat([subsets[f] for f in frozen]).unique() if frozen else torch.zeros(0, dtype=torch.int64)
+        )
+        features = _frozen_features(trunk, data, index, settings)
     results = {}
-    for protocol, protocol_fractions in fractions.items():
-        for fraction in protocol_fractions:
+    for protocol in protocols:
+        if protocol == "fidelity":
+            fidelity = _fidelity(features.test, teacher_features, settings.fidelity_ridge)
+            results[("fidelity", None)], results[("fidelity_cka", None)] = fidelity["r2"], fidelity["cka"]
+            continue
+        for fraction in fractions[protocol]:
             subset = subsets[fraction]
             key = derived_seed(seed, protocol, data.name, fraction)
             if protocol == "finetune":
@@ -280,11 +338,21 @@ def _frozen_features(
     trunk: torch.nn.Module, data: TargetData, index: torch.Tensor, settings: TransferSettings
 ) -> _FrozenFeatures:
     train, test = data.train, data.test
+    test_features = extract_features(trunk, test.images, test.mean, test.std, settings.batch_size)
+    if not len(index):
+        return _FrozenFeatures(index, test_features[:0], test_features)
     images = train.images[index.to(train.device)]
     return _FrozenFeatures(
-        index,
-        extract_features(trunk, images, train.mean, train.std, settings.batch_size),
-        extract_features(trunk, test.images, test.mean, test.std, settings.batch_size),
+        index, extract_features(trunk, images, train.mean, train.std, settings.batch_size), test_features
+    )
+
+
+def _fidelity(features: torch.Tensor, teacher_features: torch.Tensor, ridge: float) -> dict[str, float]:
+    """R² and CKA of the teacher's test features from the encoder's: fit on one fixed half, scored on the other."""
+    fit, held_out = (rows.to(features.device) for rows in fidelity_halves(len(features)))
+    teacher_features = teacher_features.to(features.device)
+    return linear_fidelity(
+        features[fit], teacher_features[fit], features[held_out], teacher_features[held_out], ridge
     )
 
 
@@ -342,7 +410,7 @@ def _finetune_accuracy(
 
 
 def _row(
-    enc: PreparedEncoder, key: tuple[str, str, float], seeds: list[int], values: list[float]
+    enc: PreparedEncoder, key: tuple[str, str, float | None], seeds: list[int], values: list[float]
 ) -> TransferRow:
     target, protocol, fraction = key
     return TransferRow(
@@ -362,6 +430,7 @@ def _row(
 def _metadata(
     prepared: list[PreparedEncoder],
     targets: Sequence[str],
+    protocols: Sequence[str],
     fractions: Mapping[str, Sequence[float]],
     seeds: Sequence[int],
     settings: TransferSettings,
@@ -377,7 +446,7 @@ def _metadata(
         "python_version": platform.python_version(),
         "encoders": [{"name": enc.name, **enc.describe()} for enc in prepared],
         "targets": list(targets),
-        "protocols": list(fractions),
+        "protocols": list(protocols),
         "label_fractions": sorted({float(f) for fs in fractions.values() for f in fs}),
         "label_fractions_by_protocol": {p: [float(f) for f in fs] for p, fs in fractions.items()},
         "seeds": [int(s) for s in seeds],

@@ -10,10 +10,15 @@
                    "label_fractions": [float],
                    "label_fractions_by_protocol": {protocol: [float]}, "seeds": [int], "settings": {...}},
       "rows": [{"encoder": str, "architecture": str, "image_size": int, "target": str,
-                "protocol": "linear_probe" | "finetune" | "knn", "label_fraction": float, "seeds": [int],
-                "accuracies": [float],   # top-1 test accuracy in %, one per seed, in the order of "seeds"
+                "protocol": "linear_probe" | "finetune" | "knn" | "fidelity" | "fidelity_cka",
+                "label_fraction": float | null,   # null for the label-free fidelity rows
+                "seeds": [int],
+                "accuracies": [float],   # %, one per seed, in the order of "seeds": top-1 test accuracy, or
+                                         # for fidelity the teacher-fidelity R² / linear CKA × 100
                 "mean": float, "std": float}]   # % ; std is the population std (np.std), as both papers
     }
+
+A run with the ``fidelity`` protocol also records ``metadata.teacher`` (id, revision, preprocessing).
 """
 
 from __future__ import annotations
@@ -28,14 +33,25 @@ from hf_ssdd.io import atomic_path, atomic_write_json, atomic_write_text
 from hf_ssdd.transfer.encoders import NO_PRETRAINING, RANDOM_SUBSET
 
 SCHEMA_VERSION = 1
-PROTOCOL_NAMES = {"linear_probe": "linear probe", "finetune": "fine-tune", "knn": "kNN"}
+PROTOCOL_NAMES = {
+    "linear_probe": "linear probe",
+    "finetune": "fine-tune",
+    "knn": "kNN",
+    "fidelity": "teacher fidelity (R²)",
+    "fidelity_cka": "teacher fidelity (CKA)",
+}
+FIDELITY_PROTOCOLS = ("fidelity", "fidelity_cka")  # rows without a label fraction
+FIDELITY_NOTE = (
+    "Teacher fidelity: R² (variance-weighted) and linear CKA, × 100, between the teacher's features and the "
+    "encoder's on held-out test images (linear map fitted on the other half of the test split)."
+)
 _ROW_TYPES: dict[str, type | tuple[type, ...]] = {
     "encoder": str,
     "architecture": str,
     "image_size": int,
     "target": str,
     "protocol": str,
-    "label_fraction": (int, float),
+    "label_fraction": (int, float, type(None)),
     "seeds": list,
     "accuracies": list,
     "mean": (int, float),
@@ -44,19 +60,22 @@ _ROW_TYPES: dict[str, type | tuple[type, ...]] = {
 _METADATA_KEYS = ("date", "device", "hf_ssdd_version", "settings")
 
 RowKey = tuple[str, str, int]
-ColumnKey = tuple[str, str, float]
+ColumnKey = tuple[str, str, float | None]
 
 
 @dataclass
 class TransferRow:
-    """One (encoder, target, protocol, label fraction) cell over all seeds; accuracies in %."""
+    """One (encoder, target, protocol, label fraction) cell over all seeds; accuracies (or fidelities) in %.
+
+    ``label_fraction`` is ``None`` for the label-free fidelity protocols.
+    """
 
     encoder: str
     architecture: str
     image_size: int
     target: str
     protocol: str
-    label_fraction: float
+    label_fraction: float | None
     seeds: list[int]
     accuracies: list[float]
     mean: float
@@ -95,6 +114,10 @@ def validate_results(data: Mapping[str, Any]) -> None:
         for key, types in _ROW_TYPES.items():
             if not isinstance(row.get(key), types) or isinstance(row.get(key), bool):
                 problems.append(f"rows[{i}].{key} is missing or not {types}")
+        if row.get("label_fraction") is None and row.get("protocol") not in FIDELITY_PROTOCOLS:
+            problems.append(
+                f"rows[{i}].label_fraction is null, which only {list(FIDELITY_PROTOCOLS)} rows may be"
+            )
         if isinstance(row.get("seeds"), list) and len(row.get("accuracies") or []) != len(row["seeds"]):
             problems.append(f"rows[{i}] needs one accuracy per seed")
     if problems:
@@ -142,7 +165,10 @@ class TransferResults:
         return next((r for r in self.rows if r.row_key == row and r.column_key == column), None)
 
     def to_markdown(self, digits: int = 2) -> str:
-        """A table of "mean ± std" top-1 accuracies (%): rows are encoders, columns target · protocol · labels."""
+        """A table of "mean ± std" top-1 accuracies (%): rows are encoders, columns target · protocol · labels.
+
+        Teacher-fidelity columns (target · teacher fidelity (R²) / (CKA)) hold R² and CKA × 100.
+        """
         columns = self.column_keys()
         header = ["encoder", "architecture", "px"] + [_column_title(c) for c in columns]
         lines = [_md_line(header), _md_line(["---"] * 3 + ["---:"] * len(columns))]
@@ -152,7 +178,12 @@ class TransferResults:
             lines.append(_md_line([key[0], key[1], str(key[2]), *values]))
         seeds = self.metadata.get("seeds") or (self.rows[0].seeds if self.rows else [])
         note = f"Top-1 test accuracy (%), mean ± population std over seeds {seeds}."
+        if self._has_fidelity():
+            note += " " + FIDELITY_NOTE
         return "\n".join([note, "", *lines]) + "\n"
+
+    def _has_fidelity(self) -> bool:
+        return any(row.protocol in FIDELITY_PROTOCOLS for row in self.rows)
 
     def save_bar_chart(self, path: str | Path) -> Path:
         """Grouped bars (one group per column, one bar per encoder) with ± std error bars, as a PNG."""
@@ -173,7 +204,9 @@ class TransferResults:
         ax.set_xticks(
             range(len(columns)), [_column_title(c).replace(" · ", "\n") for c in columns], fontsize=8
         )
-        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_ylabel(
+            "top-1 accuracy / teacher fidelity (%)" if self._has_fidelity() else "top-1 accuracy (%)"
+        )
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -194,7 +227,8 @@ class TransferResults:
 
 def _column_title(column: ColumnKey) -> str:
     target, protocol, fraction = column
-    return f"{target} · {PROTOCOL_NAMES.get(protocol, protocol)} · {100 * fraction:g}% labels"
+    title = f"{target} · {PROTOCOL_NAMES.get(protocol, protocol)}"
+    return title if fraction is None else f"{title} · {100 * fraction:g}% labels"
 
 
 def _md_line(cells: list[str]) -> str:

@@ -15,31 +15,34 @@ from hf_ssdd.config import save_config
 from hf_ssdd.transfer.encoders import EncoderSpec
 from hf_ssdd.transfer.finetune import FinetuneSettings
 from hf_ssdd.transfer.fractions import DEFAULT_FRACTIONS
-from hf_ssdd.transfer.harness import TransferSettings, evaluate_transfer
+from hf_ssdd.transfer.harness import LABEL_FREE, TransferSettings, evaluate_transfer
 from hf_ssdd.transfer.probe import ProbeSettings
 from hf_ssdd.transfer.report import TransferResults
 
 
 @dataclass
 class TransferConfig:
-    """``hf-ssdd transfer``: linear probe / fine-tuning / kNN of encoders on target datasets.
+    """``hf-ssdd transfer``: linear probe / fine-tuning / kNN / teacher fidelity of encoders on target datasets.
 
     ``encoders`` and ``distilled_sets`` entries are ``name=path`` or a path (named after its folder); distilled
     sets are pre-trained on the fly (once per seed) with ``architecture``. A "No pre-training" row is always added.
     ``finetune_label_fractions`` gives fine-tuning its own fractions (the papers pair a 1 % / 5 % linear probe with
-    fine-tuning on all labels); by default every protocol uses ``label_fractions``.
+    fine-tuning on all labels); by default every protocol uses ``label_fractions``. ``teacher`` (a teacher folder,
+    Hub id or ``timm:<name>``) adds the label-free ``fidelity`` protocol: R² and linear CKA between each encoder's
+    features and the teacher's on the targets' test images (:mod:`hf_ssdd.transfer.fidelity`).
     """
 
     encoders: list[str] = field(default_factory=list)
     distilled_sets: list[str] = field(default_factory=list)
     architecture: str = "convnet"
     targets: list[str] = field(default_factory=lambda: ["cifar10"])
-    protocols: list[Literal["linear_probe", "finetune", "knn"]] = field(
+    protocols: list[Literal["linear_probe", "finetune", "knn", "fidelity"]] = field(
         default_factory=lambda: ["linear_probe", "finetune", "knn"]
     )
     label_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
     finetune_label_fractions: list[float] | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    teacher: str | None = None
     finetune_steps: int | None = None
     finetune_batch_size: int = 256
     probe_steps: int = 20
@@ -96,22 +99,27 @@ def run_transfer(cfg: TransferConfig) -> TransferResults:
         max_test_examples=cfg.max_test_examples,
         convention=cfg.convention,
     )
+    protocols = list(cfg.protocols) + (
+        ["fidelity"] if cfg.teacher and "fidelity" not in cfg.protocols else []
+    )
     fractions = {
         p: cfg.finetune_label_fractions
         if p == "finetune" and cfg.finetune_label_fractions
         else cfg.label_fractions
-        for p in cfg.protocols
+        for p in protocols
+        if p not in LABEL_FREE
     }
     results = evaluate_transfer(
         encoders,
         cfg.targets,
-        cfg.protocols,
+        protocols,
         fractions,
         cfg.seeds,
         cfg.architecture,
         settings,
         cfg.image_size,
         cfg.device,
+        teacher=cfg.teacher,
     )
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     results.save(cfg.output_dir)
