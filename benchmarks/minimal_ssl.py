@@ -83,11 +83,22 @@ def simclr_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def knn_top1(net: nn.Module, bank: torch.Tensor, bank_y: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor,
-             mean: torch.Tensor, std: torch.Tensor) -> float:
+def knn_top1(
+    net: nn.Module,
+    bank: torch.Tensor,
+    bank_y: torch.Tensor,
+    test: torch.Tensor,
+    test_y: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> float:
     net.eval()
-    feats = lambda x: torch.cat([F.normalize(net.forward_features((c.float() / 255 - mean) / std), dim=1)  # noqa: E731
-                                 for c in x.split(500)])
+    feats = lambda x: torch.cat(
+        [
+            F.normalize(net.forward_features((c.float() / 255 - mean) / std), dim=1)  # noqa: E731
+            for c in x.split(500)
+        ]
+    )
     fb, ft = feats(bank), feats(test)
     net.train()
     sims, idx = (ft @ fb.T).topk(200, dim=1)
@@ -120,8 +131,9 @@ def main() -> None:
     bank = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:5000]
     net = create_backbone("resnet18_bt_teacher", layers=[1, 1, 1, 1], widths=args.widths)
     d = net.num_features
-    proj = nn.Sequential(nn.Linear(d, args.proj), nn.BatchNorm1d(args.proj), nn.ReLU(),
-                         nn.Linear(args.proj, args.proj))
+    proj = nn.Sequential(
+        nn.Linear(d, args.proj), nn.BatchNorm1d(args.proj), nn.ReLU(), nn.Linear(args.proj, args.proj)
+    )
     params = list(net.parameters()) + list(proj.parameters())
     opt = torch.optim.Adam(params, lr=args.lr, weight_decay=1e-6)
     warm = max(1, args.steps // 10)

@@ -1,6 +1,8 @@
 """``hf-ssdd quickstart``: the whole pipeline on real CIFAR-10 at small scale, on a laptop CPU.
 
-1. train a small Barlow Twins teacher (narrow ResNet-10 with the KRR-ST stem, one epoch);
+1. take the teacher shipped with the package (``embedded:teacher-cpu-c10``: Barlow Twins, a narrow ResNet-10
+   trained on CIFAR-10 on 2 CPU cores; :mod:`hf_ssdd.assets`), or another one (``--teacher``), or train the
+   one-epoch toy teacher of earlier versions (``--train_teacher``);
 2. distill CIFAR-10 into ``num_images`` images with KRR-ST;
 3. build a random real subset of the same size (teacher features as targets);
 4. distill the same number of images with MKDT (three narrow ConvNet experts, a short trajectory matching, random
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.distill import ExpertConfig, KRRSTConfig, MKDTConfig, SubsetConfig
 from hf_ssdd.distill.run import DistillRunConfig, SourceConfig, run_distillation
 from hf_ssdd.pretrain import pretrain, resolve_settings, save_encoder
@@ -34,14 +37,17 @@ STUDENT = "convnet_32_64_128_bn"
 class QuickstartConfig:
     """Scale knobs of the quickstart; the defaults finish in about ten minutes on 2 CPU cores.
 
-    ``max_examples`` uses only the first N source images; ``teacher_steps`` caps teacher training (default: one
-    epoch); ``fresh`` deletes ``output_dir`` first.
+    ``teacher`` is any teacher reference (default: the embedded CPU teacher); ``train_teacher`` trains the
+    one-epoch toy teacher instead (``teacher_steps`` caps it); ``max_examples`` uses only the first N source
+    images; ``fresh`` deletes ``output_dir`` first.
     """
 
     output_dir: str = "runs/quickstart"
     dataset: str = "cifar10"
     num_images: int = 100
     max_examples: int | None = None
+    teacher: str = DEFAULT_TEACHER
+    train_teacher: bool = False
     teacher_steps: int | None = None
     krr_st_steps: int = 300
     mkdt_iterations: int = 40
@@ -53,7 +59,7 @@ class QuickstartConfig:
 
 
 def teacher_config(cfg: QuickstartConfig) -> TeacherTrainConfig:
-    """The quickstart teacher (also ``recipes/configs/quickstart_teacher.yaml``)."""
+    """The one-epoch toy teacher of ``--train_teacher`` (also ``recipes/configs/quickstart_teacher.yaml``)."""
     return TeacherTrainConfig(
         dataset=cfg.dataset,
         max_examples=cfg.max_examples,
@@ -147,9 +153,11 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     timings: dict[str, float] = {}
 
     t = _stage("1/5 Barlow Twins teacher")
-    teacher = Path(teacher_config(cfg).output_dir) / "teacher"
-    if not (teacher / "config.json").is_file():
-        teacher = train_teacher(teacher_config(cfg))
+    teacher = cfg.teacher
+    if cfg.train_teacher:
+        trained = Path(teacher_config(cfg).output_dir) / "teacher"
+        teacher = str(trained if (trained / "config.json").is_file() else train_teacher(teacher_config(cfg)))
+    print(f"teacher: {teacher}", flush=True)
     timings["teacher"] = time.perf_counter() - t
 
     t = _stage("2/5 KRR-ST distillation")

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from hf_ssdd.assets import embedded_path, is_embedded
 from hf_ssdd.io import atomic_save_safetensors
 from hf_ssdd.utils import cache_root, progress, stable_hash, state_dict_hash
 
@@ -93,7 +94,7 @@ class Teacher:
         precision: Literal["fp32", "bf16"] = "fp32",
         device: str | torch.device | None = None,
     ) -> Teacher:
-        """Load a teacher from a local folder, a Hub id, ``hf-hub:org/x`` or ``timm:<name>``."""
+        """Load a teacher from a local folder, a Hub id, ``hf-hub:org/x``, ``timm:<name>`` or ``embedded:<name>``."""
         ref = str(ref)
         if ref.startswith("timm:") or ref.startswith("hf-hub:"):
             model, prep, rev = _load_timm(ref.removeprefix("timm:"), revision)
@@ -267,7 +268,13 @@ def _pool(out: Any, pooling: Pooling) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- loaders
 def _resolve_folder(ref: str, revision: str | None) -> tuple[Path, str]:
-    """A local folder (revision = content hash, filled in later) or a Hub snapshot (revision = commit)."""
+    """A local folder or ``embedded:<name>`` (revision = content hash, filled in later) or a Hub snapshot
+    (revision = commit)."""
+    if is_embedded(ref):
+        try:
+            return embedded_path(ref), ""
+        except FileNotFoundError as e:
+            raise TeacherError(str(e)) from e
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

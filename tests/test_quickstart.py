@@ -5,6 +5,7 @@ import json
 import pytest
 from conftest import data_path
 
+from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.cli import main
 from hf_ssdd.config import parse_config
 from hf_ssdd.distill.run import DistillRunConfig
@@ -16,7 +17,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
     data_path("cifar10")
     argv = [
         "quickstart", "--output_dir", str(tmp_path / "qs"), "--max_examples", "600", "--num_images", "12",
-        "--teacher_steps", "2", "--krr_st_steps", "3", "--mkdt_iterations", "2", "--mkdt_experts", "1",
+        "--train_teacher", "true", "--teacher_steps", "2", "--krr_st_steps", "3", "--mkdt_iterations", "2", "--mkdt_experts", "1",
         "--pretrain_epochs", "2", "--seeds", "[0]", "--label_fractions", "[0.05]",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -45,12 +46,11 @@ def test_recipe_yamls_mirror_the_quickstart(yaml_name, cls, build):
     path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / yaml_name
     from_yaml = parse_config(cls, ["--config", str(path)])
     built = (
-        build(QuickstartConfig(), "runs/quickstart/teacher-run/teacher")
-        if cls is DistillRunConfig
-        else build(QuickstartConfig())
+        build(QuickstartConfig(), DEFAULT_TEACHER) if cls is DistillRunConfig else build(QuickstartConfig())
     )
     if cls is DistillRunConfig:
         assert from_yaml.krr_st == built.krr_st and from_yaml.source == built.source
+        assert from_yaml.teacher == built.teacher == DEFAULT_TEACHER  # no --teacher needed
     else:
         for key in (
             "backbone",

@@ -23,6 +23,7 @@ from typing import Any
 
 from accelerate.utils import DistributedType
 
+from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
 from hf_ssdd.config import config_to_dict, save_config
 from hf_ssdd.data import load_image_source
@@ -55,13 +56,14 @@ class SourceConfig:
 class DistillRunConfig:
     """A distillation run: the method, its data and teacher, and the run's bookkeeping.
 
-    ``shard_teacher`` shards the teacher's weights over the processes with FSDP2 (for teachers too large to
+    ``teacher`` is a model folder, a Hub id, ``timm:<name>`` or ``embedded:<name>``; the default is the CPU-trained
+    CIFAR-10 Barlow Twins teacher shipped with the package (:mod:`hf_ssdd.assets`). ``shard_teacher`` shards the teacher's weights over the processes with FSDP2 (for teachers too large to
     replicate); it is switched on by itself under an FSDP launcher config (``recipes/accelerate/fsdp.yaml``).
     """
 
     method: str = "krr_st"
     source: SourceConfig = field(default_factory=SourceConfig)
-    teacher: str = ""
+    teacher: str = DEFAULT_TEACHER
     teacher_precision: str = "fp32"
     shard_teacher: bool = False
     output_dir: str = "runs/distill"
@@ -102,7 +104,8 @@ def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) ->
 def _require_teacher(cfg: DistillRunConfig) -> None:
     if not cfg.teacher:
         raise RunError(
-            "no teacher given: pass --teacher <folder or Hub id> (e.g. the output of hf-ssdd pretrain-teacher)"
+            "no teacher given: pass --teacher <folder, Hub id or embedded:teacher-cpu-c10> (e.g. the output of "
+            "hf-ssdd pretrain-teacher)"
         )
 
 
