@@ -41,6 +41,10 @@ def load_cifar10(data_dir: str, split: str, limit: int | None = None) -> tuple[t
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
 
 
+def _gray(t: torch.Tensor) -> torch.Tensor:
+    return (0.299 * t[:, 0] + 0.587 * t[:, 1] + 0.114 * t[:, 2]).unsqueeze(1)
+
+
 def augment(x: torch.Tensor, solarize_p: float, g: torch.Generator) -> torch.Tensor:
     """One random view of a float [B, 3, H, W] batch in [0, 1]; parameters drawn per sample."""
     b, _, h, w = x.shape
@@ -54,9 +58,12 @@ def augment(x: torch.Tensor, solarize_p: float, g: torch.Generator) -> torch.Ten
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw * flip, cx, sh, cy
     x = F.grid_sample(x, F.affine_grid(theta, [b, 3, h, w], align_corners=False), align_corners=False)
-    gray = lambda t: (0.299 * t[:, 0] + 0.587 * t[:, 1] + 0.114 * t[:, 2]).unsqueeze(1)  # noqa: E731
     jitter = (torch.rand(b, generator=g) < 0.8).view(b, 1, 1, 1)
-    f = lambda s: (1 + torch.empty(b).uniform_(-s, s, generator=g)).view(b, 1, 1, 1)  # noqa: E731
+
+    def f(strength: float) -> torch.Tensor:
+        return (1 + torch.empty(b).uniform_(-strength, strength, generator=g)).view(b, 1, 1, 1)
+
+    gray = _gray
     y = (x * f(0.4)).clamp(0, 1)
     y = ((y - gray(y).mean((2, 3), keepdim=True)) * f(0.4) + gray(y).mean((2, 3), keepdim=True)).clamp(0, 1)
     y = ((y - gray(y)) * f(0.2) + gray(y)).clamp(0, 1)
@@ -93,12 +100,11 @@ def knn_top1(
     std: torch.Tensor,
 ) -> float:
     net.eval()
-    feats = lambda x: torch.cat(
-        [
-            F.normalize(net.forward_features((c.float() / 255 - mean) / std), dim=1)  # noqa: E731
-            for c in x.split(500)
-        ]
-    )
+
+    def feats(images: torch.Tensor) -> torch.Tensor:
+        chunks = [net.forward_features((c.float() / 255 - mean) / std) for c in images.split(500)]
+        return F.normalize(torch.cat(chunks), dim=1)
+
     fb, ft = feats(bank), feats(test)
     net.train()
     sims, idx = (ft @ fb.T).topk(200, dim=1)
@@ -162,7 +168,7 @@ def main() -> None:
         opt.step()
         sched.step()
         if step % args.knn_every == 0 or step == args.steps:
-            record(step, loss=float(loss), knn=knn_top1(net, x[bank], y[bank], xt, yt, mean, std))
+            record(step, loss=float(loss.detach()), knn=knn_top1(net, x[bank], y[bank], xt, yt, mean, std))
 
 
 if __name__ == "__main__":
