@@ -7,8 +7,9 @@
 3. build a random real subset of the same size (teacher features as targets);
 4. distill the same number of images with MKDT (three narrow ConvNet experts, a short trajectory matching, random
    initialization: with a one-epoch teacher the high-loss images are feature outliers, ~3× the typical norm);
-5. pre-train the same student on each set (one recipe for all) and linear-probe it on CIFAR-10 with 1 % and 5 %
-   of the labels, several seeds, next to the no-pre-training row; print the table.
+5. pre-train the same student on each set (one recipe for all), linear-probe it on CIFAR-10 with 1 % and 5 %
+   of the labels and measure its teacher fidelity (R², CKA on held-out test images), several seeds, next to the
+   no-pre-training row; print the table and each set's margin over the random subset (paired by seed).
 
 Every stage writes under ``output_dir`` and is skipped when its result is already there, so an interrupted
 quickstart continues where it stopped. ``output_dir/krr_st`` ends up as a complete run (``distilled/``,
@@ -172,7 +173,7 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     mkdt = run_distillation(mkdt_config(cfg, str(teacher)))
     timings["mkdt"] = time.perf_counter() - t
 
-    t = _stage("5/5 pre-train + linear probe on CIFAR-10")
+    t = _stage("5/5 pre-train + linear probe and teacher fidelity on CIFAR-10")
     pretrain_overrides = {"recipe": "krr_st", "epochs": cfg.pretrain_epochs}
     run_dir = out / "krr_st"
     if not (run_dir / "encoder" / "config.json").is_file():
@@ -181,17 +182,19 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     results = evaluate_transfer(
         {"Random subset": rand, "KRR-ST": krr, "MKDT": mkdt},
         targets=[cfg.dataset],
-        protocols=["linear_probe"],
-        label_fractions=cfg.label_fractions,
+        protocols=["linear_probe", "fidelity"],
+        label_fractions={"linear_probe": cfg.label_fractions},
         seeds=cfg.seeds,
         architecture=STUDENT,
         settings=TransferSettings(pretrain=pretrain_overrides),
+        teacher=teacher,
     )
     results.save(run_dir / "transfer")
     timings["transfer"] = time.perf_counter() - t
 
     total = time.perf_counter() - start
     print("\n" + results.to_markdown())
+    print(results.to_margin_markdown())
     print(
         "\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s"
     )

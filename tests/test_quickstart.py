@@ -24,6 +24,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     for row in ("No pre-training", "Random subset", "KRR-ST", "MKDT"):
         assert row in printed
+    assert "teacher fidelity (R²)" in printed and "Margin over the random subset" in printed
     run = tmp_path / "qs" / "krr_st"
     results = json.loads((run / "transfer" / "results.json").read_text())
     assert {r["encoder"] for r in results["rows"]} == {"No pre-training", "Random subset", "KRR-ST", "MKDT"}

@@ -131,3 +131,20 @@ def test_fidelity_rows_have_no_label_fraction(results, tmp_path):
     data["rows"][0]["label_fraction"] = None
     with pytest.raises(ValueError, match=r"rows\[0\].label_fraction is null, which only \['fidelity'"):
         validate_results(data)
+
+
+def test_margins_are_paired_by_seed_against_the_random_subset():
+    rows = [
+        _row("No pre-training", accuracies=(30.0, 31.0, 32.0)),
+        _row("Random subset", accuracies=(40.0, 42.0, 44.0)),
+        _row("KRR-ST", accuracies=(41.0, 45.0, 44.5)),
+    ]
+    results = TransferResults(rows, {"seeds": [0, 1, 2]})
+    diffs = np.array([1.0, 3.0, 0.5])  # per seed, KRR-ST − random
+    ((key, column), (mean, std)) = next(iter(results.margins().items()))
+    assert key[0] == "KRR-ST" and column == ("cifar10", "linear_probe", 0.01)
+    assert len(results.margins()) == 1  # neither the baseline nor "No pre-training" get a margin
+    assert mean == pytest.approx(diffs.mean()) and std == pytest.approx(diffs.std())
+    table = results.to_margin_markdown()
+    assert f"+{diffs.mean():.2f} ± {diffs.std():.2f}" in table and "No pre-training" not in table
+    assert TransferResults(rows[:1], {}).to_margin_markdown() == ""  # no baseline row, no table

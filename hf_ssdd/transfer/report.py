@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hf_ssdd.io import atomic_path, atomic_write_json, atomic_write_text
 from hf_ssdd.transfer.encoders import NO_PRETRAINING, RANDOM_SUBSET
 
@@ -180,6 +182,53 @@ class TransferResults:
         note = f"Top-1 test accuracy (%), mean ± population std over seeds {seeds}."
         if self._has_fidelity():
             note += " " + FIDELITY_NOTE
+        return "\n".join([note, "", *lines]) + "\n"
+
+    def margins(self, baseline: str = RANDOM_SUBSET) -> dict[tuple[RowKey, ColumnKey], tuple[float, float]]:
+        """Per-seed paired margin of every encoder over ``baseline`` in every column: (mean, population std).
+
+        For encoder e, baseline b and the seeds both were evaluated with, the margin is mean_s(e_s − b_s) ± its
+        std over s: paired by seed, since a seed fixes the label subset, the probe initialization and the
+        held-out split for both. The baseline row and "No pre-training" are left out.
+        """
+        keys = [k for k in self.row_keys() if k[0] not in (baseline, NO_PRETRAINING)]
+        base = next((k for k in self.row_keys() if k[0] == baseline), None)
+        out: dict[tuple[RowKey, ColumnKey], tuple[float, float]] = {}
+        if base is None:
+            return out
+        for column in self.column_keys():
+            ref = self.cell(base, column)
+            for key in keys:
+                cell = self.cell(key, column)
+                if ref is None or cell is None:
+                    continue
+                by_seed = dict(zip(ref.seeds, ref.accuracies))
+                diffs = np.array(
+                    [a - by_seed[s] for s, a in zip(cell.seeds, cell.accuracies) if s in by_seed]
+                )
+                if diffs.size:
+                    out[(key, column)] = (float(diffs.mean()), float(diffs.std()))
+        return out
+
+    def to_margin_markdown(self, baseline: str = RANDOM_SUBSET, digits: int = 2) -> str:
+        """The :meth:`margins` over ``baseline`` as a table of "±margin ± std" (points); empty without one."""
+        margins = self.margins(baseline)
+        if not margins:
+            return ""
+        columns = self.column_keys()
+        rows = list(dict.fromkeys(key for key, _ in margins))
+        header = ["encoder", *[_column_title(c) for c in columns]]
+        lines = [_md_line(header), _md_line(["---"] + ["---:"] * len(columns))]
+        for key in rows:
+            values = []
+            for column in columns:
+                m = margins.get((key, column))
+                values.append("–" if m is None else f"{m[0]:+.{digits}f} ± {m[1]:.{digits}f}")
+            lines.append(_md_line([key[0], *values]))
+        note = (
+            f"Margin over the {baseline.lower()} (points), paired by seed: mean ± population std of "
+            "(encoder − baseline) over the seeds."
+        )
         return "\n".join([note, "", *lines]) + "\n"
 
     def _has_fidelity(self) -> bool:
