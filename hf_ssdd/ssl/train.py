@@ -7,13 +7,15 @@ batch 256, 1000 epochs with warmup-cosine. The representation is the 512-d poole
 model (``teacher/``) that :class:`hf_ssdd.teachers.Teacher` loads. Labels are used only by the kNN monitor.
 
 Outputs under ``output_dir``: ``config.yaml``, ``checkpoints/`` (exact resume), ``metrics.jsonl`` (loss records,
-and kNN records at initialization — the baseline — and every ``knn_every`` epochs), ``loss_curve.png``,
+and kNN records at initialization — the baseline — and every ``knn_every`` epochs; every record carries
+``minutes``, the training wall time so far, summed over resumed sessions), ``loss_curve.png``,
 ``knn_curve.png``, ``views_grid.png`` and the final ``teacher/`` folder.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -174,7 +176,7 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
     scheduler = warmup_cosine_scheduler(optimizer, warmup, total)
     model, optimizer = acc.prepare(model, optimizer)
 
-    step, history, knn_history = 0, [], []
+    step, history, knn_history, minutes_before = 0, [], [], 0.0
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         state = load_checkpoint_state(ckpt)
@@ -182,6 +184,12 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, history, knn_history = state["step"], state["history"], state["knn"]
+        minutes_before = float(state.get("minutes", 0.0))
+    session_start = time.perf_counter()
+
+    def minutes() -> float:
+        """Wall time of the training so far, over every session of a resumed run."""
+        return round(minutes_before + (time.perf_counter() - session_start) / 60, 3)
     if (
         cfg.resume and acc.is_main_process
     ):  # drop records logged after the checkpoint (they will be logged again)
@@ -199,6 +207,7 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
                 "step": step,
                 "history": history,
                 "knn": knn_history,
+                "minutes": minutes(),
             }
             save_checkpoint(out, step, state, keep=cfg.keep_checkpoints)
             curves = {"Barlow Twins loss": ([h["step"] for h in history], [h["loss"] for h in history])}
@@ -207,11 +216,11 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
 
     def monitor_knn() -> None:
         knn = knn_monitor(acc.unwrap_model(model).backbone, source, monitor, cfg)
-        knn_history.append({"step": step, "knn_top1": knn})
+        knn_history.append({"step": step, "knn_top1": knn, "minutes": minutes()})
         if acc.is_main_process:
             bar.write(f"step {step}{' (initialization)' if step == 0 else ''}: kNN top-1 {knn:.2f}%")
             with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "knn_top1": knn}) + "\n")
+                f.write(json.dumps(knn_history[-1]) + "\n")
             acc.log({"knn_top1": knn}, step=step)
 
     view1_cfg, view2_cfg = _view_config(cfg, size, 0.0), _view_config(cfg, size, 0.2)
@@ -250,6 +259,7 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
                 "epoch": step / steps_per_epoch,
                 "loss": value,
                 "lr": scheduler.get_last_lr()[0],
+                "minutes": minutes(),
             }
             history.append(record)
             bar.set_postfix(loss=f"{value:.3f}")
