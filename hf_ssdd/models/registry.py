@@ -12,6 +12,7 @@ Built-in names (defaults; any config field can be overridden through ``create_ba
 | ``resnet18_cifar`` / ``resnet10_cifar`` | MKDT transfer ResNets: stem padding 1, PyTorch default init | 32 | 512 |
 | ``resnet18_krrst`` / ``resnet10_krrst`` | KRR-ST ResNets: stem padding 2, torchvision init, zero-init residual | 32 / 64 | 512 |
 | ``resnet18_bt_teacher`` | KRR-ST / MKDT Barlow Twins teacher: stem padding 2, torchvision init | 32 | 512 |
+| ``resnet10_bt_teacher_narrow`` | its CPU-sized cousin (ResNet-10, widths 16-32-64-128): the embedded teacher | 32 | 128 |
 | ``vgg11_krrst`` | KRR-ST VGG-11 with BatchNorm | 64 | 2048 |
 | ``alexnet_krrst`` | KRR-ST AlexNet with BatchNorm | 64 | 12288 |
 | ``mobilenetv2_krrst`` | KRR-ST CIFAR MobileNetV2, expansion 2 | 64 | 1280 |
@@ -211,6 +212,15 @@ _BUILTINS: dict[str, tuple[type[SSDDConfig], dict[str, Any]]] = {
     "resnet18_bt_teacher": (
         SSDDResNetConfig,
         dict(layers=[2, 2, 2, 2], stem_padding=2, init_scheme="torchvision_default_stem"),
+    ),
+    "resnet10_bt_teacher_narrow": (
+        SSDDResNetConfig,
+        dict(
+            layers=[1, 1, 1, 1],
+            widths=[16, 32, 64, 128],
+            stem_padding=2,
+            init_scheme="torchvision_default_stem",
+        ),
     ),
     "vgg11_krrst": (SSDDVGGConfig, dict(norm="batchnorm", image_size=64)),
     "alexnet_krrst": (SSDDAlexNetConfig, dict(image_size=64)),
