@@ -258,3 +258,37 @@ def test_teacher_fidelity_from_the_cli(tmp_path):
     assert results.metadata["teacher"]["id"] == str(folder)
     table = (out / "results.md").read_text()
     assert "cifar10 · teacher fidelity (R²) |" in table and "Teacher fidelity: R²" in table
+
+
+def test_a_run_evaluated_part_by_part_equals_the_whole(distilled):
+    """Encoder-by-encoder parts (baseline once) concatenate to the cells of one run; per-set overrides apply."""
+    settings = TransferSettings(pretrain={"epochs": 2}, max_train_examples=300, max_test_examples=200)
+    common = dict(targets=["cifar10"], protocols=["knn"], label_fractions=[1.0], seeds=[0], architecture=ARCH)
+    whole = evaluate_transfer(
+        {"A": distilled, "B": EncoderSpec(distilled, pretrain={"epochs": 1})},
+        settings=settings,
+        progress_bar=False,
+        **common,
+    )
+    parts = [
+        evaluate_transfer({"A": distilled}, settings=settings, progress_bar=False, **common),
+        evaluate_transfer(
+            {"B": EncoderSpec(distilled, pretrain={"epochs": 1})},
+            settings=settings,
+            progress_bar=False,
+            baseline=False,
+            **common,
+        ),
+    ]
+    joined = TransferResults.concat(parts)
+    assert [(r.encoder, r.accuracies) for r in joined.rows] == [(r.encoder, r.accuracies) for r in whole.rows]
+    assert [
+        e["pretraining"]["epochs"] for e in joined.metadata["encoders"] if e["name"] != NO_PRETRAINING
+    ] == [
+        2,
+        1,
+    ]
+    with pytest.raises(ValueError, match="two parts"):
+        TransferResults.concat([parts[0], parts[0]])
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate_transfer({}, settings=settings, progress_bar=False, baseline=False, **common)

@@ -42,11 +42,14 @@ class EncoderSpec:
             the harness's ``architecture``.
         kind: ``"auto"`` (a folder with ``config.json`` is an encoder, one with ``data/*.parquet`` a distilled set,
             any other string a Hub model id), ``"encoder"`` or ``"distilled_set"`` (a Hub dataset id).
+        pretrain: pre-training overrides for this distilled set alone, over the harness's (e.g. fewer epochs for
+            a set of the whole source).
     """
 
     source: str | os.PathLike | nn.Module | DistilledSet
     architecture: str | None = None
     kind: Literal["auto", "encoder", "distilled_set"] = "auto"
+    pretrain: Mapping[str, Any] | None = None
 
 
 EncoderLike = EncoderSpec | str | os.PathLike | nn.Module | DistilledSet
@@ -112,6 +115,7 @@ def prepare_encoders(
     architecture: str,
     image_size: int | None = None,
     pretrain_overrides: Mapping[str, Any] | None = None,
+    baseline: bool = True,
 ) -> list[PreparedEncoder]:
     """Resolve the encoders and add one "No pre-training" row per distinct (architecture, resolution) among them.
 
@@ -120,6 +124,8 @@ def prepare_encoders(
         architecture: default registry architecture name.
         image_size: evaluate every encoder at this resolution; ``None``: each encoder's own (source) resolution.
         pretrain_overrides: ``recipe``, ``epochs``, ... passed to :func:`hf_ssdd.pretrain.resolve_settings`.
+        baseline: add the "No pre-training" rows (leave them out only when they are evaluated elsewhere, e.g. in
+            one part of a run that is evaluated encoder by encoder).
 
     Raises:
         ValueError: a reserved or empty name, a module without the backbone contract, or an encoder whose
@@ -130,9 +136,12 @@ def prepare_encoders(
         if not name or name == NO_PRETRAINING:
             raise ValueError(f"encoder name {name!r} is empty or reserved for the untrained baseline")
         spec = like if isinstance(like, EncoderSpec) else EncoderSpec(like)
-        prepared.append(
-            _prepare(name, spec, spec.architecture or architecture, image_size, pretrain_overrides)
-        )
+        overrides = {**(pretrain_overrides or {}), **(spec.pretrain or {})}
+        prepared.append(_prepare(name, spec, spec.architecture or architecture, image_size, overrides))
+    if not baseline:
+        if not prepared:
+            raise ValueError("nothing to evaluate: no encoders given and the No-pre-training rows left out")
+        return prepared
     pairs = list(dict.fromkeys((enc.architecture, enc.image_size) for enc in prepared))
     if not pairs:
         pairs = [(architecture, image_size or _resolution(create_backbone(architecture)))]

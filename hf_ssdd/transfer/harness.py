@@ -112,6 +112,7 @@ def evaluate_transfer(
     device: str | torch.device | None = None,
     progress_bar: bool = True,
     teacher: Teacher | str | os.PathLike | None = None,
+    baseline: bool = True,
 ) -> TransferResults:
     """Evaluate encoders on target datasets; mean ± population std over ``seeds``.
 
@@ -132,6 +133,7 @@ def evaluate_transfer(
         progress_bar: show progress bars.
         teacher: for ``fidelity``: a :class:`~hf_ssdd.teachers.Teacher`, or a teacher folder, Hub id or
             ``timm:<name>`` (:meth:`Teacher.from_pretrained`).
+        baseline: add the "No pre-training" rows (always, except in runs evaluated part by part).
 
     Raises:
         ValueError: an unknown protocol, a bad fraction, no target or seed, ``fidelity`` without a teacher, or a
@@ -142,7 +144,7 @@ def evaluate_transfer(
     fractions = _fractions_by_protocol(protocols, label_fractions)
     _check_request(targets, protocols, fractions, seeds, teacher)
     device = torch.device(device) if device is not None else default_device()
-    prepared = prepare_encoders(encoders, architecture, image_size, settings.pretrain)
+    prepared = prepare_encoders(encoders, architecture, image_size, settings.pretrain, baseline)
     data = {
         (target, size): load_target(
             target, size, settings, device, [e.name for e in prepared if e.image_size == size]

@@ -24,7 +24,7 @@ A run with the ``fidelity`` protocol also records ``metadata.teacher`` (id, revi
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,25 @@ class TransferResults:
     def load(cls, path: str | Path) -> TransferResults:
         """Read a ``results.json`` file."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def concat(cls, parts: Sequence[TransferResults]) -> TransferResults:
+        """One run from runs evaluated part by part (same targets, protocols and seeds; distinct encoders).
+
+        The metadata is the first part's, with the encoders of every part.
+
+        Raises:
+            ValueError: no parts, or a cell present in two parts.
+        """
+        if not parts:
+            raise ValueError("nothing to concatenate: no transfer results given")
+        rows = [row for part in parts for row in part.rows]
+        cells = [(row.row_key, row.column_key) for row in rows]
+        twice = sorted({str(c) for c in cells if cells.count(c) > 1})
+        if twice:
+            raise ValueError(f"cells evaluated in two parts: {', '.join(twice[:3])}")
+        encoders = [enc for part in parts for enc in part.metadata.get("encoders", [])]
+        return cls(rows, {**parts[0].metadata, "encoders": encoders})
 
     def row_keys(self) -> list[RowKey]:
         """Table rows: "No pre-training" first, then "Random subset", then the other encoders in run order."""
