@@ -56,8 +56,9 @@ class SourceConfig:
 class DistillRunConfig:
     """A distillation run: the method, its data and teacher, and the run's bookkeeping.
 
-    ``teacher`` is a model folder, a Hub id, ``timm:<name>`` or ``embedded:<name>``; the default is the CPU-trained
-    CIFAR-10 Barlow Twins teacher shipped with the package (:mod:`hf_ssdd.assets`). ``shard_teacher`` shards the teacher's weights over the processes with FSDP2 (for teachers too large to
+    ``teacher`` is a model folder, a Hub id, ``timm:<name>`` or ``embedded:<name>``; the default is the
+    CPU-trained CIFAR-10 Barlow Twins teacher shipped with the package (:mod:`hf_ssdd.assets`).
+    ``shard_teacher`` shards the teacher's weights over the processes with FSDP2 (for teachers too large to
     replicate); it is switched on by itself under an FSDP launcher config (``recipes/accelerate/fsdp.yaml``).
     """
 
