@@ -1,7 +1,9 @@
-"""Time one KRR-ST outer step and its parts, and its peak memory.
+"""Time one KRR-ST outer step and its parts, and its peak memory; optionally against the reference code.
 
     python benchmarks/bench_krr_step.py --source_size 50000 --num_images 1000 --real_batch 1024 \
         --model convnet_128_256_512_bn --teacher resnet18_bt_teacher --image_size 32 --precision fp32 bf16
+    python benchmarks/bench_krr_step.py --source_size 5000 --num_images 200 --real_batch 256 \
+        --precision fp32 bf16 --reference .reference/selfsup_dd --rounds 2
 
 Parts: teacher (augment + teacher forward), pool_forward (features of the synthetic set and the real batch),
 kernel_solve (Gram matrices, Cholesky solve, loss), synthetic_backward (gradients w.r.t. images and targets),
@@ -9,7 +11,13 @@ outer_update (Adam step), pool_update (one SGD step of the sampled pool model). 
 one run, one after the other (each in a fresh process so that peak memory is its own), so the ratios are side by
 side. The source is random uint8 images of the requested size (speed does not depend on pixel values); the teacher
 is a randomly initialized registered backbone. On CPU, peak memory is the process's peak RSS (imports included).
-Prints a Markdown table; ``--json`` also writes the numbers.
+
+``--reference PATH`` also times the reference implementation (db-Lee/selfsup_dd, fp32 only: its own outer step
+with a torchvision ResNet-18 teacher, see ``reference_impls.py``) on the same source, sizes, pool model and
+pool size. ``--rounds R`` repeats the whole set of configurations R times, one after the other (hf_ssdd,
+reference, hf_ssdd, reference, ...), so that a change of load on a shared machine hits both alike. Step time is
+the median over every timed step of every round; parts are means; peak memory is the largest of the rounds.
+Prints a Markdown table and the reference ÷ hf_ssdd step-time ratios; ``--json`` also writes the numbers.
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ import json
 import multiprocessing
 import platform
 import resource
+import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import torch
+from reference_impls import ReferenceKRRST
 
 from hf_ssdd.data import ImageSource
 from hf_ssdd.distill import KRRSTConfig, create_distiller
@@ -39,11 +51,16 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
-def measure(args: argparse.Namespace, precision: str, device: torch.device) -> dict[str, float]:
+def random_images(args: argparse.Namespace) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(
+    return torch.randint(
         0, 256, (args.source_size, 3, args.image_size, args.image_size), dtype=torch.uint8, generator=g
     )
+
+
+def measure(args: argparse.Namespace, precision: str, device: torch.device) -> dict[str, float | list[float]]:
+    """hf_ssdd at ``precision``: per-step seconds, mean seconds of each part, peak memory (MiB)."""
+    images = random_images(args)
     source = ImageSource(
         images.to(device), None, None, "random", None, "train", "bench", MEAN, STD, args.image_size
     )
@@ -70,14 +87,55 @@ def measure(args: argparse.Namespace, precision: str, device: torch.device) -> d
     for _ in range(args.warmup):
         distiller.step()
     distiller.timings = {}
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        distiller.step()
+    times = timed_steps(distiller.step, args.steps, device)
+    row: dict[str, float | list[float]] = {
+        part: distiller.timings.get(part, 0.0) / args.steps for part in PARTS
+    }
+    row.update(steps=times, peak_mb=peak_memory_mb(device))
+    return row
+
+
+def measure_reference(args: argparse.Namespace, device: torch.device) -> dict[str, float | list[float]]:
+    """The reference's outer step (fp32) at the same setting: per-step seconds and peak memory (MiB)."""
+    ref = ReferenceKRRST(
+        args.reference, random_images(args), args.num_images, args.real_batch, args.model, 2, device
+    )
     if device.type == "cuda":
-        torch.cuda.synchronize()
-    total = (time.perf_counter() - start) / args.steps
-    row = {part: distiller.timings.get(part, 0.0) / args.steps for part in PARTS}
-    row.update(step=total, peak_mb=peak_memory_mb(device))
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.warmup):
+        ref.step()
+    return {"steps": timed_steps(ref.step, args.steps, device), "peak_mb": peak_memory_mb(device)}
+
+
+def timed_steps(step: Callable[[], object], count: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``count`` calls of ``step`` (CUDA-synchronized)."""
+    times = []
+    for _ in range(count):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_isolated(
+    args: argparse.Namespace, config: str, device: torch.device
+) -> dict[str, float | list[float]]:
+    """One configuration (a precision, or ``reference``) in a fresh process, so that peak memory is its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        if config == "reference":
+            return pool.submit(measure_reference, args, device).result()
+        return pool.submit(measure, args, config, device).result()
+
+
+def combine(rounds: list[dict[str, float | list[float]]]) -> dict[str, float]:
+    """Median step over all rounds' steps, mean parts, largest peak memory."""
+    row = {part: statistics.fmean(r[part] for r in rounds) for part in PARTS if part in rounds[0]}
+    row["step"] = statistics.median(t for r in rounds for t in r["steps"])
+    row["peak_mb"] = max(r["peak_mb"] for r in rounds)
     return row
 
 
@@ -93,41 +151,51 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--reference", default=None, help="checkout of db-Lee/selfsup_dd to time side by side")
+    p.add_argument("--rounds", type=int, default=1, help="repeat every configuration this often, alternating")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if args.reference is not None and not Path(args.reference).is_dir():
+        p.error(f"reference not found at {args.reference}")
     device = torch.device(args.device)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     )
-    rows = {}
-    for prec in args.precision:  # each configuration in a fresh process, so that peak memory is its own
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows[prec] = pool.submit(measure, args, prec, device).result()
+    configs = list(args.precision) + (["reference"] if args.reference else [])
+    runs: dict[str, list] = {c: [] for c in configs}
+    for _ in range(args.rounds):
+        for config in configs:
+            runs[config].append(run_isolated(args, config, device))
+    rows = {c: combine(r) for c, r in runs.items()}
     print(
-        f"\nKRR-ST outer step on {name}: source {args.source_size}, N={args.num_images}, real batch {args.real_batch}, "
-        f"{args.model} @ {args.image_size}px, teacher {args.teacher}; mean of {args.steps} steps after {args.warmup} warm-up\n"
+        f"\nKRR-ST outer step on {name}, torch {torch.__version__}: source {args.source_size}, N={args.num_images}, "
+        f"real batch {args.real_batch}, {args.model} @ {args.image_size}px, teacher {args.teacher} (reference: "
+        f"torchvision ResNet-18); median of {args.rounds} × {args.steps} steps, each round after {args.warmup} "
+        "warm-up\n"
     )
-    print("| precision | " + " | ".join(PARTS) + " | step (s) | peak memory (MiB) |")
+    print("| configuration | " + " | ".join(PARTS) + " | step (s) | peak memory (MiB) |")
     print("| --- " * (len(PARTS) + 3) + "|")
-    for prec, r in rows.items():
-        print(
-            f"| {prec} | "
-            + " | ".join(f"{r[k]:.4f}" for k in PARTS)
-            + f" | {r['step']:.4f} | {r['peak_mb']:.0f} |"
-        )
-    if len(rows) > 1:
+    for config, r in rows.items():
+        label = "reference (fp32)" if config == "reference" else f"hf_ssdd {config}"
+        cells = " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in PARTS)
+        print(f"| {label} | {cells} | {r['step']:.4f} | {r['peak_mb']:.0f} |")
+    if len(args.precision) > 1:
         base = rows[args.precision[0]]["step"]
         print(
-            "\nspeed-up vs "
-            + args.precision[0]
-            + ": "
-            + ", ".join(f"{k} {base / r['step']:.2f}×" for k, r in rows.items())
+            f"\nspeed-up vs {args.precision[0]}: "
+            + ", ".join(f"{k} {base / rows[k]['step']:.2f}×" for k in args.precision)
+        )
+    if args.reference:
+        ref = rows["reference"]["step"]
+        print(
+            "\nreference ÷ hf_ssdd step time: "
+            + ", ".join(f"vs {k} {ref / rows[k]['step']:.2f}×" for k in args.precision)
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "device": name, "rows": rows}, f, indent=2)
+            json.dump({"args": vars(args), "device": name, "rows": rows, "runs": runs}, f, indent=2)
 
 
 if __name__ == "__main__":

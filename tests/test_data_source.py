@@ -179,7 +179,6 @@ def test_cifar10_train_decoded_once_then_cached(tmp_path):
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert checksum == int(first.images.sum())
     assert first.fingerprint == second.fingerprint
-    assert second_s < 3.0
     assert [p.name for p in (tmp_path / "sources").iterdir()] == [f"{first.fingerprint}.safetensors"]
     assert torch.bincount(first.labels).tolist() == [5000] * 10
 
