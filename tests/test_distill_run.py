@@ -82,5 +82,6 @@ def test_refuses_to_overwrite_a_run(tmp_path, teacher_dir):
 
 
 def test_missing_teacher_is_a_clear_error(tmp_path):
+    assert DistillRunConfig().teacher == "embedded:teacher-cpu-c10"  # the default is the shipped teacher
     with pytest.raises(RunError, match="no teacher"):
-        run_distillation(DistillRunConfig(output_dir=str(tmp_path / "x")))
+        run_distillation(DistillRunConfig(teacher="", output_dir=str(tmp_path / "x")))
