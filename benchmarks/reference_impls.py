@@ -137,7 +137,7 @@ class ReferenceKRRST:
             self.y_syn,
         )
         self.outer_sch.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 def _krr_augment(root: str | Path, size: int) -> tuple[nn.Module, nn.Module, str]:
