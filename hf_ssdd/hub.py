@@ -476,6 +476,21 @@ def _encoder_rows(results: TransferResults, run: Path, encoder: nn.Module) -> li
     return [row for row in rows if row["role"] == "baseline" or _same_network(row["architecture"], encoder)]
 
 
+def run_card_rows(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The transfer rows a run's two cards carry: (the set's card, the encoder's card), ``role`` ``subject`` for
+    the run's own set / encoder and ``baseline`` for the reference rows; empty without ``transfer/results.json``.
+    """
+    run = Path(run_dir)
+    artifacts = check_run(run)
+    if "results" not in artifacts:
+        return [], []
+    results = load_results(artifacts["results"])
+    set_rows = transfer_rows(results, [run / "distilled", run / "encoder"])
+    if "encoder" not in artifacts:
+        return set_rows, []
+    return set_rows, _encoder_rows(results, run, load_encoder(artifacts["encoder"]))
+
+
 # --------------------------------------------------------------------------------------------------- runs
 def check_run(run_dir: str | Path) -> dict[str, Path]:
     """The publishable artifacts of a finished run: ``distilled``, and ``encoder`` / ``results`` if present.
@@ -572,7 +587,7 @@ def push_run(
             repo_id, describe_encoder(encoder)["architecture"]
         )
         meta["encoder_repos"] = [encoder_repo]
-    set_rows = transfer_rows(results, [run / "distilled", run / "encoder"]) if results else []
+    set_rows, model_rows = run_card_rows(run) if results else ([], [])
     if results and not any(row["role"] == "subject" for row in set_rows):
         logger.warning("%s names no encoder of this run; the cards say 'not evaluated'", artifacts["results"])
     if any(row["role"] == "subject" for row in set_rows):
@@ -589,11 +604,10 @@ def push_run(
         )
     }
     if encoder is not None:
-        rows = _encoder_rows(results, run, encoder) if results else None
         commits["model"] = _push_model(
             encoder,
             encoder_repo,
-            rows=rows if rows and any(row["role"] == "subject" for row in rows) else None,
+            rows=model_rows if any(row["role"] == "subject" for row in model_rows) else None,
             distilled_set_repo=repo_id,
             set_meta=dset.meta,
             private=private,

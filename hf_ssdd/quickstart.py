@@ -11,25 +11,32 @@
    of the labels and measure its teacher fidelity (R², CKA on held-out test images), several seeds, next to the
    no-pre-training row; print the table and each set's margin over the random subset (paired by seed).
 
-Every stage writes under ``output_dir`` and is skipped when its result is already there, so an interrupted
-quickstart continues where it stopped. ``output_dir/krr_st`` ends up as a complete run (``distilled/``,
+Every stage writes under ``output_dir`` and records a stamp of its settings (``stages.json``): a stage that
+finished with the same settings (and inputs) is skipped, an interrupted one resumes, and a changed setting re-runs
+exactly the stages it affects. ``output_dir/krr_st`` ends up as a complete run (``distilled/``,
 ``encoder/``, ``transfer/``) that ``hf-ssdd push`` can publish.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from hf_ssdd.assets import DEFAULT_TEACHER
+from hf_ssdd.config import config_to_dict
 from hf_ssdd.distill import ExpertConfig, KRRSTConfig, MKDTConfig, SubsetConfig
+from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.distill.run import DistillRunConfig, SourceConfig, run_distillation
+from hf_ssdd.io import atomic_write_json
 from hf_ssdd.pretrain import pretrain, resolve_settings, save_encoder
 from hf_ssdd.ssl.train import TeacherTrainConfig, train_teacher
-from hf_ssdd.transfer import TransferSettings, evaluate_transfer
+from hf_ssdd.teachers import Teacher
+from hf_ssdd.transfer import TransferResults, TransferSettings, evaluate_transfer
+from hf_ssdd.utils import stable_hash
 
 STUDENT = "convnet_32_64_128_bn"
 
@@ -140,16 +147,63 @@ def mkdt_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
     )
 
 
+class StageLog:
+    """Settings stamps of the quickstart's stages in ``output_dir/stages.json``: what ran, with what, and whether it
+    finished.
+
+    A stage's stamp hashes its own settings and the stamps of the stages it reads, so a changed setting re-runs that
+    stage and every stage that depends on it, and nothing else. A stage whose stamp matches and that finished is
+    skipped (one line says so); one that was interrupted with the same settings resumes; one with other settings
+    starts afresh in an emptied folder.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "stages.json"
+        self.entries: dict[str, dict[str, Any]] = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {}
+        )
+
+    def begin(
+        self, name: str, settings: Any, folders: list[Path], upstream: tuple[str, ...] = ()
+    ) -> tuple[str, bool]:
+        """The stage's stamp and whether it is already done; clears ``folders`` when the settings changed."""
+        stamp = stable_hash(
+            {
+                "settings": config_to_dict(settings) if is_dataclass(settings) else settings,
+                "upstream": upstream,
+            }
+        )
+        entry = self.entries.get(name)
+        if entry is not None and entry["stamp"] == stamp and entry["done"]:
+            print(f"skipped {name}: finished earlier with the same settings", flush=True)
+            return stamp, True
+        if entry is not None and entry["stamp"] != stamp:
+            print(f"{name}: settings changed since the last run, starting it afresh", flush=True)
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+        self._write(name, stamp, done=False)
+        return stamp, False
+
+    def finish(self, name: str, stamp: str) -> None:
+        self._write(name, stamp, done=True)
+
+    def _write(self, name: str, stamp: str, done: bool) -> None:
+        self.entries[name] = {"stamp": stamp, "done": done}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path, self.entries)
+
+
 def _stage(title: str) -> float:
     print(f"\n=== {title} ===", flush=True)
     return time.perf_counter()
 
 
 def run_quickstart(cfg: QuickstartConfig) -> Path:
-    """Run every stage; returns the transfer results folder."""
+    """Run every stage (skipping those finished with the same settings); returns the transfer results folder."""
     out = Path(cfg.output_dir)
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
+    log = StageLog(out)
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -157,39 +211,67 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     teacher = cfg.teacher
     if cfg.train_teacher:
         trained = Path(teacher_config(cfg).output_dir) / "teacher"
-        teacher = str(trained if (trained / "config.json").is_file() else train_teacher(teacher_config(cfg)))
-    print(f"teacher: {teacher}", flush=True)
+        stamp, done = log.begin("teacher", teacher_config(cfg), [trained.parent])
+        if not done:
+            train_teacher(teacher_config(cfg))
+            log.finish("teacher", stamp)
+        teacher = str(trained)
+    teacher_stamp = Teacher.from_pretrained(teacher).revision
+    print(f"teacher: {teacher} ({teacher_stamp})", flush=True)
     timings["teacher"] = time.perf_counter() - t
 
-    t = _stage("2/5 KRR-ST distillation")
-    krr = run_distillation(krr_st_config(cfg, str(teacher)))
-    timings["krr_st"] = time.perf_counter() - t
-
-    t = _stage("3/5 random subset")
-    rand = run_distillation(random_subset_config(cfg, str(teacher)))
-    timings["random"] = time.perf_counter() - t
-
-    t = _stage("4/5 MKDT distillation")
-    mkdt = run_distillation(mkdt_config(cfg, str(teacher)))
-    timings["mkdt"] = time.perf_counter() - t
+    sets: dict[str, DistilledSet] = {}
+    stamps: dict[str, str] = {}
+    stages = [
+        ("krr_st", "2/5 KRR-ST distillation", krr_st_config),
+        ("random", "3/5 random subset", random_subset_config),
+        ("mkdt", "4/5 MKDT distillation", mkdt_config),
+    ]
+    for name, title, build in stages:
+        t = _stage(title)
+        run_cfg = build(cfg, teacher)
+        stamp, done = log.begin(name, run_cfg, [out / name], (teacher_stamp,))
+        sets[name] = run_distillation(run_cfg)  # a finished run loads its set; an interrupted one resumes
+        if not done:
+            log.finish(name, stamp)
+        stamps[name] = stamp
+        timings[name] = time.perf_counter() - t
 
     t = _stage("5/5 pre-train + linear probe and teacher fidelity on CIFAR-10")
     pretrain_overrides = {"recipe": "krr_st", "epochs": cfg.pretrain_epochs}
     run_dir = out / "krr_st"
-    if not (run_dir / "encoder" / "config.json").is_file():
-        settings = resolve_settings(krr, **pretrain_overrides)
-        save_encoder(pretrain(krr, STUDENT, settings, seed=cfg.seeds[0]), run_dir / "encoder")
-    results = evaluate_transfer(
-        {"Random subset": rand, "KRR-ST": krr, "MKDT": mkdt},
-        targets=[cfg.dataset],
-        protocols=["linear_probe", "fidelity"],
-        label_fractions={"linear_probe": cfg.label_fractions},
-        seeds=cfg.seeds,
-        architecture=STUDENT,
-        settings=TransferSettings(pretrain=pretrain_overrides),
-        teacher=teacher,
+    transfer = {
+        "pretrain": pretrain_overrides,
+        "label_fractions": cfg.label_fractions,
+        "seeds": cfg.seeds,
+        "student": STUDENT,
+    }
+    stamp, done = log.begin(
+        "transfer", transfer, [run_dir / "encoder", run_dir / "transfer"], (teacher_stamp, *stamps.values())
     )
-    results.save(run_dir / "transfer")
+    if done:
+        results = TransferResults.load(run_dir / "transfer" / "results.json")
+    else:
+        krr = sets["krr_st"]
+        if not (run_dir / "encoder" / "config.json").is_file():
+            settings = resolve_settings(krr, **pretrain_overrides)
+            save_encoder(pretrain(krr, STUDENT, settings, seed=cfg.seeds[0]), run_dir / "encoder")
+        results = evaluate_transfer(
+            {  # the sets' folders, so that results.json records which run each row belongs to (hf-ssdd push)
+                "Random subset": out / "random" / "distilled",
+                "KRR-ST": run_dir / "distilled",
+                "MKDT": out / "mkdt" / "distilled",
+            },
+            targets=[cfg.dataset],
+            protocols=["linear_probe", "fidelity"],
+            label_fractions={"linear_probe": cfg.label_fractions},
+            seeds=cfg.seeds,
+            architecture=STUDENT,
+            settings=TransferSettings(pretrain=pretrain_overrides),
+            teacher=teacher,
+        )
+        results.save(run_dir / "transfer")
+        log.finish("transfer", stamp)
     timings["transfer"] = time.perf_counter() - t
 
     total = time.perf_counter() - start

@@ -1,37 +1,65 @@
 """`hf-ssdd quickstart` end to end at toy scale on real CIFAR-10, and the recipe YAMLs that mirror it."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import data_path
 
 from hf_ssdd.assets import DEFAULT_TEACHER
+from hf_ssdd.cards import evaluation_markdown
 from hf_ssdd.cli import main
 from hf_ssdd.config import parse_config
 from hf_ssdd.distill.run import DistillRunConfig
+from hf_ssdd.hub import build_model_repo, run_card_rows
 from hf_ssdd.quickstart import QuickstartConfig, krr_st_config, teacher_config
 from hf_ssdd.ssl.train import TeacherTrainConfig
 
 
-def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
+def test_quickstart_runs_every_stage_skips_finished_ones_and_publishes_its_rows(tmp_path, capsys):
     data_path("cifar10")
     argv = [
         "quickstart", "--output_dir", str(tmp_path / "qs"), "--max_examples", "600", "--num_images", "12",
-        "--train_teacher", "true", "--teacher_steps", "2", "--krr_st_steps", "3", "--mkdt_iterations", "2", "--mkdt_experts", "1",
-        "--pretrain_epochs", "2", "--seeds", "[0]", "--label_fractions", "[0.05]",
+        "--train_teacher", "true", "--teacher_steps", "2", "--krr_st_steps", "3", "--mkdt_iterations", "2",
+        "--mkdt_experts", "1", "--pretrain_epochs", "2", "--seeds", "[0]", "--label_fractions", "[0.05]",
     ]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for row in ("No pre-training", "Random subset", "KRR-ST", "MKDT"):
         assert row in printed
     assert "teacher fidelity (R²)" in printed and "Margin over the random subset" in printed
+    assert "skipped" not in printed
     run = tmp_path / "qs" / "krr_st"
     results = json.loads((run / "transfer" / "results.json").read_text())
     assert {r["encoder"] for r in results["rows"]} == {"No pre-training", "Random subset", "KRR-ST", "MKDT"}
     assert (run / "distilled" / "README.md").is_file() and (run / "encoder" / "config.json").is_file()
-    # a second call finds every stage done and only re-evaluates
+    sources = {e["name"]: e["source"] for e in results["metadata"]["encoders"]}
+    assert Path(sources["KRR-ST"]).resolve() == (run / "distilled").resolve()  # rows name their set
+
+    # what `hf-ssdd push` publishes: the run's own rows in both cards, the model card's model-index included
+    set_rows, model_rows = run_card_rows(run)
+    assert {r["encoder"] for r in set_rows if r["role"] == "subject"} == {"KRR-ST"}
+    assert "**KRR-ST**" in evaluation_markdown(set_rows, "this set")
+    folder = build_model_repo(run / "encoder", tmp_path / "model_repo", "org/qs-convnet", rows=model_rows)
+    card = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
+    metrics = [m for r in card["model-index"][0]["results"] for m in r["metrics"]]
+    assert {m["args"]["protocol"] for m in metrics} == {"linear_probe", "fidelity", "fidelity_cka"}
+
+    # a second call re-computes nothing: every stage says it was skipped
     assert main(argv) == 0
-    assert "total" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    for stage in ("teacher", "krr_st", "random", "mkdt", "transfer"):
+        assert f"skipped {stage}: finished earlier with the same settings" in printed, stage
+    # a changed KRR-ST setting re-runs KRR-ST and the transfer stage, and nothing else
+    assert main([*argv, "--krr_st_steps", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "krr_st: settings changed" in printed and "skipped krr_st" not in printed
+    assert "skipped transfer" not in printed
+    for stage in ("teacher", "random", "mkdt"):
+        assert f"skipped {stage}:" in printed, stage
+    rebuilt = yaml.safe_load((run / "config.yaml").read_text())
+    assert rebuilt["krr_st"]["outer_steps"] == 4 and (run / "transfer" / "results.json").is_file()
 
 
 @pytest.mark.parametrize(

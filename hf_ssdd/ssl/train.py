@@ -190,6 +190,7 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
     def minutes() -> float:
         """Wall time of the training so far, over every session of a resumed run."""
         return round(minutes_before + (time.perf_counter() - session_start) / 60, 3)
+
     if (
         cfg.resume and acc.is_main_process
     ):  # drop records logged after the checkpoint (they will be logged again)
