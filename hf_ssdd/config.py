@@ -22,6 +22,12 @@ from hf_ssdd.io import atomic_write_text
 T = TypeVar("T")
 
 
+Tracker = Literal[
+    "tensorboard", "wandb", "trackio", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab", "all"
+]
+"""Experiment trackers of ``accelerate`` (``log_with``); their logs go to ``<output_dir>/logs``."""
+
+
 class ConfigError(ValueError):
     """A configuration key or value is invalid."""
 
@@ -140,6 +146,25 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return plain(cfg)
+
+
+def config_to_hparams(cfg: Any) -> dict[str, int | float | str | bool]:
+    """The config flattened for experiment trackers: dotted keys, scalar values (others written as YAML text)."""
+    flat: dict[str, int | float | str | bool] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float, str, bool)):
+                flat[prefix + key] = value
+            else:
+                flat[prefix + key] = (
+                    yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+                )
+
+    walk(config_to_dict(cfg), "")
+    return flat
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

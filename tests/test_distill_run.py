@@ -1,5 +1,6 @@
 """The distillation recipe end to end on real CIFAR-10: outputs, SIGKILL + --resume equals an uninterrupted run."""
 
+import math
 import os
 import signal
 import subprocess
@@ -85,3 +86,21 @@ def test_missing_teacher_is_a_clear_error(tmp_path):
     assert DistillRunConfig().teacher == "embedded:teacher-cpu-c10"  # the default is the shipped teacher
     with pytest.raises(RunError, match="no teacher"):
         run_distillation(DistillRunConfig(teacher="", output_dir=str(tmp_path / "x")))
+
+
+def test_tensorboard_logs_land_in_the_run_folder(tmp_path, teacher_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data_path("cifar10")
+    out = tmp_path / "run"
+    args = [*_args(teacher_dir, out, steps=4), "--log_every", "2", "--log_with", "tensorboard"]
+    run_distillation(parse_config(DistillRunConfig, args))
+    events = sorted((out / "logs").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file under <output_dir>/logs"
+    losses = []
+    for folder in {path.parent for path in events}:
+        acc = EventAccumulator(str(folder)).Reload()
+        if "loss" in acc.Tags()["scalars"]:
+            losses += acc.Scalars("loss")
+    assert [event.step for event in losses] == [2, 4]
+    assert all(math.isfinite(event.value) and event.value > 0 for event in losses)

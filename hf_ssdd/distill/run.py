@@ -6,6 +6,7 @@ Used by ``recipes/distill.py`` and ``hf-ssdd distill``. Everything written goes 
     checkpoints/checkpoint-<step>/     state.safetensors + state.json (atomic), the newest ``keep_checkpoints``
     synthetic_grid.png, loss_curve.png refreshed at every checkpoint
     metrics.jsonl                      one line of metrics per logged step
+    logs/                              tracker logs (``log_with``, e.g. TensorBoard event files)
     distilled/                         the final DistilledSet (Hub dataset folder)
     experts/                           MKDT only: expert trajectories (unless ``mkdt.experts.directory`` is set)
 
@@ -25,7 +26,7 @@ from accelerate.utils import DistributedType
 
 from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
-from hf_ssdd.config import config_to_dict, save_config
+from hf_ssdd.config import Tracker, config_to_hparams, save_config
 from hf_ssdd.data import load_image_source
 from hf_ssdd.distill.base import create_distiller, get_distiller_class
 from hf_ssdd.distill.distilled_set import DistilledSet
@@ -74,7 +75,7 @@ class DistillRunConfig:
     log_every: int = 10
     resume: bool = False
     overwrite: bool = False
-    log_with: str | None = None
+    log_with: Tracker | None = None
     krr_st: KRRSTConfig = field(default_factory=KRRSTConfig)
     mkdt: MKDTConfig = field(default_factory=MKDTConfig)
     high_loss: MKDTConfig = field(default_factory=lambda: MKDTConfig(iterations=0))
@@ -153,7 +154,7 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
     """Distill ``cfg.source`` with ``cfg.method``; resumes from the newest checkpoint with ``cfg.resume``."""
     from accelerate import Accelerator
 
-    acc = accelerator or Accelerator(log_with=cfg.log_with)
+    acc = accelerator or Accelerator(log_with=cfg.log_with, project_dir=str(Path(cfg.output_dir) / "logs"))
     _require_teacher(cfg)
     method_cfg = _method_config(cfg)
     out = Path(cfg.output_dir)
@@ -165,7 +166,7 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
     if acc.is_main_process:
         save_config(cfg, out / "config.yaml")
         if cfg.log_with:
-            acc.init_trackers("hf_ssdd_distill", config=config_to_dict(cfg))
+            acc.init_trackers("hf_ssdd_distill", config=config_to_hparams(cfg))
 
     source, teacher = _load_inputs(cfg, acc)
     resources = get_distiller_class(cfg.method).prepare(cfg, source, teacher, acc, out)

@@ -9,7 +9,8 @@ model (``teacher/``) that :class:`hf_ssdd.teachers.Teacher` loads. Labels are us
 Outputs under ``output_dir``: ``config.yaml``, ``checkpoints/`` (exact resume), ``metrics.jsonl`` (loss records,
 and kNN records at initialization — the baseline — and every ``knn_every`` epochs; every record carries
 ``minutes``, the training wall time so far, summed over resumed sessions), ``loss_curve.png``,
-``knn_curve.png``, ``views_grid.png`` and the final ``teacher/`` folder.
+``knn_curve.png``, ``views_grid.png``, ``logs/`` (tracker logs, with ``log_with``) and the final ``teacher/``
+folder.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
-from hf_ssdd.config import config_to_dict, save_config
+from hf_ssdd.config import Tracker, config_to_hparams, save_config
 from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
 from hf_ssdd.io import atomic_directory, atomic_write_text, prepare_run_dir
 from hf_ssdd.knn import knn_accuracy
@@ -72,7 +73,7 @@ class TeacherTrainConfig:
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
-    log_with: str | None = None
+    log_with: Tracker | None = None
 
 
 def _view_config(cfg: TeacherTrainConfig, size: int, solarization_prob: float) -> BarlowTwinsAugmentConfig:
@@ -125,13 +126,15 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
 
     cuda = torch.cuda.is_available()
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
-    acc = accelerator or Accelerator(mixed_precision="bf16" if bf16 else "no", log_with=cfg.log_with)
     out = Path(cfg.output_dir)
+    acc = accelerator or Accelerator(
+        mixed_precision="bf16" if bf16 else "no", log_with=cfg.log_with, project_dir=str(out / "logs")
+    )
     if acc.is_main_process:
         prepare_run_dir(out, cfg.resume, cfg.overwrite)
         save_config(cfg, out / "config.yaml")
         if cfg.log_with:
-            acc.init_trackers("hf_ssdd_teacher", config=config_to_dict(cfg))
+            acc.init_trackers("hf_ssdd_teacher", config=config_to_hparams(cfg))
     acc.wait_for_everyone()
 
     source = load_image_source(
