@@ -1,6 +1,6 @@
 """The ``hf-ssdd`` command. Subcommands mirror the recipes in ``recipes/``.
 
-Every subcommand that runs a stage takes ``--config FILE.yaml`` plus ``--key value`` overrides of its config
+Every subcommand that runs a stage takes ``--config FILE.yaml`` (or a shipped config's name) plus ``--key value`` overrides of its config
 dataclass; ``hf-ssdd <command> --help`` lists the keys with their defaults. Some commands also take leading
 positional arguments for their main keys (``hf-ssdd push RUN_DIR REPO_ID``).
 """
@@ -92,7 +92,17 @@ def _list_backbones(argv: Sequence[str]) -> int:
     return 0
 
 
+def _list_configs(_: Sequence[str]) -> int:
+    from hf_ssdd.configs import CONFIG_DIR, list_configs
+
+    for name, comment in list_configs().items():
+        print(f"{name:22s} {comment}")
+    print(f"\n(in {CONFIG_DIR}; use one with --config NAME)")
+    return 0
+
+
 UTILITIES: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
+    "configs": ("list the shipped configs (--config NAME)", _list_configs),
     "datasets": ("list the dataset catalog", _list_datasets),
     "backbones": ("list registered backbones (optional pattern)", _list_backbones),
 }

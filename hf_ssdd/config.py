@@ -1,7 +1,8 @@
 """Dataclass configs with a YAML overlay and command-line overrides.
 
 Every stage (teacher training, distillation, pre-training, transfer) is configured by a dataclass. A run is
-configured in three layers, later ones winning: the dataclass defaults, a YAML file (``--config file.yaml``), and
+configured in three layers, later ones winning: the dataclass defaults, a YAML file (``--config file.yaml``, or the
+name of a shipped config: ``--config krr_st_cifar100``, :mod:`hf_ssdd.configs`), and
 ``--key value`` flags (dotted keys reach nested dataclasses: ``--optim.lr 0.1``). Unknown keys and values of the
 wrong type fail early with a message that names the key.
 """
@@ -17,6 +18,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from hf_ssdd.configs import list_configs, resolve_config
 from hf_ssdd.io import atomic_write_text
 
 T = TypeVar("T")
@@ -218,9 +220,13 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """The mapping in a YAML config file: a path, or the name of a shipped config (:mod:`hf_ssdd.configs`)."""
+    path = resolve_config(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(
+            f"config file {path} does not exist; pass a YAML path or a shipped config name "
+            f"({', '.join(list_configs())}; see hf-ssdd configs)"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")

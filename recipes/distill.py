@@ -1,4 +1,4 @@
-"""Distill a dataset: ``accelerate launch recipes/distill.py --config recipes/configs/<name>.yaml [--key value ...]``.
+"""Distill a dataset: ``accelerate launch recipes/distill.py --config <name or file.yaml> [--key value ...]``.
 
 Any config key can be overridden on the command line (``--output_dir runs/x --seed 1 --krr_st.outer_steps 100``);
 ``--resume`` continues from the newest checkpoint in ``output_dir``. Same as ``hf-ssdd distill``.

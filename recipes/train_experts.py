@@ -1,4 +1,4 @@
-"""Train MKDT's experts: ``accelerate launch recipes/train_experts.py --config recipes/configs/<mkdt config>.yaml``.
+"""Train MKDT's experts: ``accelerate launch recipes/train_experts.py --config <mkdt config>``.
 
 Takes the same config as ``recipes/distill.py`` (set ``--teacher``); writes the expert trajectories to
 ``mkdt.experts.directory`` (else ``<output_dir>/experts``), skipping experts already there, one expert per process

@@ -59,3 +59,22 @@ def test_save_round_trip(tmp_path):
     again = parse_config(Cfg, ["--config", str(tmp_path / "resolved.yaml")])
     assert again == cfg
     assert config_to_dict(again)["optim"]["betas"] == [0.9, 0.999]
+
+
+def test_shipped_configs_resolve_by_name(capsys):
+    from hf_ssdd.cli import main
+    from hf_ssdd.configs import CONFIG_DIR, list_configs, resolve_config
+    from hf_ssdd.distill.run import DistillRunConfig
+
+    names = list_configs()
+    assert {"quickstart", "krr_st_cifar100", "teacher_cpu"} <= set(names) and all(names.values())
+    assert resolve_config("krr_st_cifar100") == resolve_config("krr_st_cifar100.yaml")
+    assert resolve_config("krr_st_cifar100") == CONFIG_DIR / "krr_st_cifar100.yaml"
+    assert resolve_config("recipes/configs/teacher_cpu.yaml") == CONFIG_DIR / "teacher_cpu.yaml"  # old path
+    cfg = parse_config(DistillRunConfig, ["--config", "krr_st_cifar100"])
+    assert cfg.krr_st.num_images == 1000 and cfg.source.dataset == "cifar100"
+    with pytest.raises(ConfigError, match="shipped config name .*krr_st_cifar100"):
+        parse_config(DistillRunConfig, ["--config", "krr_st_cifar1000"])
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name} " in out for name in names) and names["quickstart"] in out

@@ -512,7 +512,7 @@ def test_paper_configs_follow_the_reference_scripts(name, dataset, n, model, ste
     from hf_ssdd.config import parse_config
     from hf_ssdd.distill.run import DistillRunConfig
 
-    path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / f"{name}.yaml"
+    path = Path(__file__).resolve().parents[1] / "hf_ssdd" / "configs" / f"{name}.yaml"
     cfg = parse_config(DistillRunConfig, ["--config", str(path)])
     m = cfg.mkdt
     assert (cfg.method, cfg.source.dataset, cfg.source.convention, cfg.teacher) == (

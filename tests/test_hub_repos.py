@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -342,6 +343,8 @@ def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
         timeout=300,
     )
     wheel = next((tmp_path / "w").glob("*.whl"))
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("hf_ssdd/configs/")}
+    assert {f"hf_ssdd/configs/{p.name}" for p in (ROOT / "hf_ssdd" / "configs").glob("*.yaml")} <= shipped
     subprocess.run(
         [*pip, "install", "--no-deps", "--no-index", "--target", str(tmp_path / "site"), str(wheel)],
         check=True,

@@ -72,7 +72,7 @@ def test_quickstart_runs_every_stage_skips_finished_ones_and_publishes_its_rows(
 def test_recipe_yamls_mirror_the_quickstart(yaml_name, cls, build):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / yaml_name
+    path = Path(__file__).resolve().parents[1] / "hf_ssdd" / "configs" / yaml_name
     from_yaml = parse_config(cls, ["--config", str(path)])
     built = (
         build(QuickstartConfig(), DEFAULT_TEACHER) if cls is DistillRunConfig else build(QuickstartConfig())
