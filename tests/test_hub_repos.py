@@ -333,7 +333,7 @@ def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
     source = tmp_path / "src"
     for name in ("hf_ssdd", "model_cards"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
     subprocess.run(
@@ -343,7 +343,11 @@ def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
         timeout=300,
     )
     wheel = next((tmp_path / "w").glob("*.whl"))
-    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("hf_ssdd/configs/")}
+    with zipfile.ZipFile(wheel) as archive:
+        files = archive.namelist()
+        metadata = archive.read(next(n for n in files if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata and any(n.endswith("licenses/LICENSE") for n in files)
+    shipped = {name for name in files if name.startswith("hf_ssdd/configs/")}
     assert {f"hf_ssdd/configs/{p.name}" for p in (ROOT / "hf_ssdd" / "configs").glob("*.yaml")} <= shipped
     subprocess.run(
         [*pip, "install", "--no-deps", "--no-index", "--target", str(tmp_path / "site"), str(wheel)],
