@@ -19,7 +19,6 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from hf_ssdd.configs import list_configs, resolve_config
-from hf_ssdd.io import atomic_write_text
 
 T = TypeVar("T")
 
@@ -251,6 +250,8 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None, base: dict[str
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
+    from hf_ssdd.io import atomic_write_text  # imports torch: not needed to parse a config or print --help
+
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 

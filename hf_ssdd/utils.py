@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from hf_ssdd import progress_bars_disabled
+
 T = TypeVar("T")
 
 
@@ -36,10 +38,6 @@ def state_dict_hash(module: torch.nn.Module, length: int = 16) -> str:
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:length]
-
-
-def progress_bars_disabled() -> bool:
-    return os.environ.get("HF_SSDD_DISABLE_PROGRESS_BARS", "").lower() in ("1", "true", "yes")
 
 
 def progress(

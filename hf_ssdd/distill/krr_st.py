@@ -37,7 +37,7 @@ from hf_ssdd.data import normalize, random_crop_flip
 from hf_ssdd.distill.base import Distiller, register_distiller
 from hf_ssdd.distill.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.models import create_backbone
-from hf_ssdd.utils import derived_generator, derived_seed
+from hf_ssdd.utils import derived_generator, derived_seed, progress
 
 
 @dataclass
@@ -218,9 +218,11 @@ class KRRSTDistiller(Distiller):
             1, cfg.pool_age_limit, (cfg.num_models,), generator=derived_generator(self.seed, "pool-ages")
         )
         self.counters = [int(a) for a in ages]
-        for i, age in enumerate(self.counters):
-            for _ in range(age):
-                self._pool_train_step(i)
+        with progress(total=sum(self.counters), desc="KRR-ST pool warm-up", disable=self.rank != 0) as bar:
+            for i, age in enumerate(self.counters):
+                for _ in range(age):
+                    self._pool_train_step(i)
+                    bar.update(1)
         self.step_count = 0
 
     # ------------------------------------------------------------------ one outer step
