@@ -1,7 +1,8 @@
 """The ``hf-ssdd`` command. Subcommands mirror the recipes in ``recipes/``.
 
-Every subcommand that runs a stage takes ``--config FILE.yaml`` (or a shipped config's name) plus ``--key value`` overrides of its config
-dataclass; ``hf-ssdd <command> --help`` lists the keys with their defaults. Some commands also take leading
+Every subcommand that runs a stage takes ``--config FILE.yaml`` (or a shipped config's name) plus ``--key value``
+overrides of its config dataclass; ``hf-ssdd <command> --help`` lists the keys with their types (a ``Literal``'s choices), defaults and
+descriptions (from the ``Attributes:`` section of the config class's docstring). Some commands also take leading
 positional arguments for their main keys (``hf-ssdd push RUN_DIR REPO_ID``).
 """
 
@@ -138,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = COMMANDS[name]
     config_cls = _load(cmd.config)
     if "-h" in rest or "--help" in rest:
-        print(f"hf-ssdd {name}: {cmd.help}\n\n{config_help(config_cls)}")
+        usage = " ".join(
+            ["usage: hf-ssdd", name, *(k.upper() for k in cmd.positional), "[--config NAME|FILE.yaml]"]
+        )
+        print(f"hf-ssdd {name}: {cmd.help}\n\n{usage} [--key value ...]\n\n{config_help(config_cls)}")
         return 0
     try:
         cfg = parse_config(config_cls, _positional_to_options(cmd.positional, rest))

@@ -10,6 +10,8 @@ wrong type fail early with a message that names the key.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -51,12 +53,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{key}: cannot interpret {value!r} as {tp}")
+        if len(errors) == 1:  # X | None: X's own message names the choices or the expected type
+            raise ConfigError(f"{errors[0]} (or none)")
+        raise ConfigError(f"{key}: cannot interpret {value!r} as {type_name(tp)}")
     if origin is Literal:
         for choice in args:
             if value == choice or (isinstance(value, str) and str(choice) == value):
                 return choice
-        raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -255,22 +259,73 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-def config_help(cls: type, prefix: str = "") -> str:
-    """One line per config key: ``--key (type) = default``, nested dataclasses expanded with dotted keys."""
+def type_name(tp: Any) -> str:
+    """A config type as help shows it: ``int``, ``{a, b}`` for a ``Literal``, ``list[float]``, ``str | None``."""
+    if typing.get_origin(tp) is Literal:
+        return "{" + ", ".join(map(str, typing.get_args(tp))) + "}"
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else type_name(a) for a in typing.get_args(tp))
+    if typing.get_args(tp):
+        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in typing.get_args(tp))
+        return f"{typing.get_origin(tp).__name__}[{inner}]"
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The descriptions of a config dataclass's fields, from the ``Attributes:`` section of its docstring.
+
+    Google style: ``name: text`` one level below ``Attributes:``; deeper-indented lines continue the text.
+    """
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "Attributes:"]
+    if not starts:
+        return {}
+    base = len(lines[starts[0]]) - len(lines[starts[0]].lstrip())
+    helps: dict[str, list[str]] = {}
+    entry_indent, name = None, None
+    for line in lines[starts[0] + 1 :]:
+        indent = len(line) - len(line.lstrip())
+        if line.strip() and indent <= base:
+            break
+        if not line.strip():
+            continue
+        entry_indent = indent if entry_indent is None else entry_indent
+        key, colon, text = line.strip().partition(":")
+        if indent == entry_indent and colon and key.isidentifier():
+            name = key
+            helps[name] = [text.strip()]
+        elif name is not None:
+            helps[name].append(line.strip())
+    return {key: " ".join(words).strip() for key, words in helps.items()}
+
+
+def config_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """``(dotted key, type name, default, description)`` of every settable key, nested dataclasses expanded."""
     hints = typing.get_type_hints(cls)
-    lines = []
+    helps = field_help(cls)
+    rows = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            lines.append(config_help(tp, prefix=f"{prefix}{f.name}."))
+            rows += config_fields(tp, prefix=f"{prefix}{f.name}.")
             continue
-        default = (
-            f.default
-            if f.default is not dataclasses.MISSING
-            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
-        )
-        type_name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-        lines.append(f"  --{prefix}{f.name} ({type_name}) = {default!r}")
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        rows.append((prefix + f.name, type_name(tp), default, helps.get(f.name, "")))
+    return rows
+
+
+def config_help(cls: type) -> str:
+    """Two lines per config key: ``--key (type) = default``, then its description (dotted keys for nested configs)."""
+    lines = []
+    for key, tp, default, text in config_fields(cls):
+        lines.append(f"  --{key} ({tp}) = {default!r}")
+        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")  # reST markup → plain text
+        lines.append(f"      {text}" if text else "      (no description)")
     return "\n".join(lines)

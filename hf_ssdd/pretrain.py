@@ -131,7 +131,24 @@ def save_encoder(model: nn.Module, folder: str | Path, overwrite: bool = True) -
 
 @dataclass
 class PretrainConfig:
-    """``hf-ssdd pretrain``: pre-train an encoder on a distilled set and save it."""
+    """``hf-ssdd pretrain``: pre-train an encoder on a distilled set and save it.
+
+    Unset (``None``) optimization settings come from the recipe, with the set's own recommendation (e.g. MKDT's
+    learned learning rate) first.
+
+    Attributes:
+        distilled_set: folder or Hub id of the distilled set.
+        backbone: encoder architecture (``hf-ssdd backbones``); ``None``: the one the set recommends, else ``convnet``.
+        recipe: pre-training recipe: ``krr_st``, ``mkdt``, or ``auto`` (the set's recommendation, else KRR-ST's).
+        epochs: training epochs; ``None``: the recipe's.
+        lr: SGD learning rate; ``None``: the recipe's (MKDT: the set's learned one).
+        momentum: SGD momentum; ``None``: the recipe's.
+        weight_decay: SGD weight decay; ``None``: the recipe's.
+        batch_size: minibatch size; ``None``: the recipe's.
+        augment: augment the synthetic images (random crop and flip); both papers do not.
+        seed: seed of the initialization and the batch order.
+        output_dir: where ``encoder/`` and ``pretrain.json`` are written.
+    """
 
     distilled_set: str = ""
     backbone: str | None = None

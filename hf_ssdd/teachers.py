@@ -429,12 +429,21 @@ def encode_source(
 # ---------------------------------------------------------------------- released reference teachers
 @dataclass
 class ImportTeacherConfig:
-    """``hf-ssdd import-teacher``: turn a released KRR-ST / MKDT teacher checkpoint into an HF model folder."""
+    """``hf-ssdd import-teacher``: turn a released KRR-ST / MKDT teacher checkpoint into an HF model folder.
+
+    Attributes:
+        checkpoint: the released ``barlow_twins_resnet18_<dataset>.pt`` file (torchvision ResNet-18 layout).
+        dataset: the dataset the teacher was trained on (catalog name); sets its normalization and resolution.
+        image_size: input resolution; ``None``: the catalog's resolution of ``dataset``.
+        convention: whose normalization constants to record, ``krr_st`` or ``mkdt``.
+        layers: residual blocks per stage (``[2, 2, 2, 2]``: ResNet-18).
+        output_dir: the teacher folder to write.
+    """
 
     checkpoint: str = ""
     dataset: str = "cifar100"
     image_size: int | None = None
-    convention: str = "krr_st"
+    convention: Literal["krr_st", "mkdt"] = "krr_st"
     layers: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     output_dir: str = ""
 

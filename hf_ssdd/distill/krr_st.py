@@ -42,7 +42,28 @@ from hf_ssdd.utils import derived_generator, derived_seed, progress
 
 @dataclass
 class KRRSTConfig:
-    """KRR-ST hyperparameters (defaults: the reference's CIFAR-100 setting, spec §1.9)."""
+    """KRR-ST hyperparameters (defaults: the reference's CIFAR-100 setting, spec §1.9).
+
+    Attributes:
+        num_images: size of the synthetic set.
+        model: backbone of the pool models (``hf-ssdd backbones``).
+        num_models: number of models in the pool.
+        pool_age_limit: a pool model is re-initialized after this many training steps (its age).
+        pool_lr: SGD learning rate of the pool models.
+        pool_momentum: SGD momentum of the pool models.
+        pool_weight_decay: SGD weight decay of the pool models.
+        pool_reset_counter: reset a re-initialized model's age to 0 (the reference never does: ``false``).
+        outer_steps: outer optimization steps of the synthetic images and targets.
+        outer_lr: Adam learning rate of the synthetic images and targets.
+        outer_end_factor: the outer learning rate decays linearly to ``outer_lr × outer_end_factor``.
+        real_batch_size: real images per outer step (global, over all processes).
+        real_augment: augment the real batch (random crop and flip); ``false``: the reference's first upload.
+        syn_input_space: the space the synthetic images live in: ``normalized`` or the reference's ``raw`` [0, 1].
+        ridge: kernel ridge regularization λ = ridge · tr(K_ss).
+        solver: linear solve of the ridge system: ``cholesky`` or the reference's ``lu``.
+        grad_clip: clip the outer gradient's norm to this value; 0: no clipping.
+        precision: pool model precision: ``bf16`` autocast, ``fp32``, or ``auto`` (bf16 on CUDA).
+    """
 
     num_images: int = 1000
     model: str = "convnet_128_256_512_bn"

@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from accelerate.utils import DistributedType
 
@@ -42,7 +42,17 @@ from hf_ssdd.utils import progress
 
 @dataclass
 class SourceConfig:
-    """Which real images to distill (``convention``: catalog normalization constants, ``krr_st`` or ``mkdt``)."""
+    """Which real images to distill.
+
+    Attributes:
+        dataset: catalog name (``hf-ssdd datasets``), Hub dataset id or local folder of the real images.
+        split: the split to distill.
+        image_size: resize the images to this many pixels per side; ``None``: the dataset's resolution.
+        max_examples: use only the first N images; ``None``: all of them.
+        image_column: the image column; ``None``: the catalog's, else detected.
+        label_column: the label column (kept for kNN monitors and baselines); ``None``: the catalog's, else detected.
+        convention: whose catalog normalization constants to use, ``krr_st`` or ``mkdt``.
+    """
 
     dataset: str = "cifar10"
     split: str = "train"
@@ -50,23 +60,40 @@ class SourceConfig:
     max_examples: int | None = None
     image_column: str | None = None
     label_column: str | None = None
-    convention: str = "krr_st"
+    convention: Literal["krr_st", "mkdt"] = "krr_st"
 
 
 @dataclass
 class DistillRunConfig:
     """A distillation run: the method, its data and teacher, and the run's bookkeeping.
 
-    ``teacher`` is a model folder, a Hub id, ``timm:<name>`` or ``embedded:<name>``; the default is the
-    CPU-trained CIFAR-10 Barlow Twins teacher shipped with the package (:mod:`hf_ssdd.assets`).
-    ``shard_teacher`` shards the teacher's weights over the processes with FSDP2 (for teachers too large to
-    replicate); it is switched on by itself under an FSDP launcher config (``recipes/accelerate/fsdp.yaml``).
+    Attributes:
+        method: the distiller: ``krr_st``, ``mkdt``, or a subset baseline (``random``, ``kmeans``, ``high_loss``).
+        source: the real images to distill.
+        teacher: model folder, Hub id, ``timm:<name>`` or ``embedded:<name>``; the default is the CPU-trained
+            CIFAR-10 Barlow Twins teacher shipped with the package (:mod:`hf_ssdd.assets`).
+        teacher_precision: the teacher's precision, ``fp32`` or ``bf16`` (autocast on CUDA).
+        shard_teacher: shard the teacher's weights over the processes with FSDP2 (for teachers too large to
+            replicate); on by itself under an FSDP launcher config (``recipes/accelerate/fsdp.yaml``).
+        output_dir: the run folder (config, checkpoints, figures, metrics, ``distilled/``).
+        seed: seed of every random draw of the run.
+        checkpoint_every: save a checkpoint every this many steps.
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        log_every: log metrics (``metrics.jsonl``, trackers, progress bar) every this many steps.
+        resume: continue from the newest checkpoint in ``output_dir``.
+        overwrite: delete an existing ``output_dir`` first.
+        log_with: also log to an experiment tracker (logs under ``<output_dir>/logs``); ``None``: no tracker.
+        krr_st: KRR-ST settings (``method krr_st``).
+        mkdt: MKDT settings (``method mkdt``).
+        high_loss: high-loss subset baseline settings: MKDT's initialization alone (``method high_loss``).
+        random: random subset baseline settings (``method random``).
+        kmeans: k-means subset baseline settings (``method kmeans``).
     """
 
     method: str = "krr_st"
     source: SourceConfig = field(default_factory=SourceConfig)
     teacher: str = DEFAULT_TEACHER
-    teacher_precision: str = "fp32"
+    teacher_precision: Literal["fp32", "bf16"] = "fp32"
     shard_teacher: bool = False
     output_dir: str = "runs/distill"
     seed: int = 0

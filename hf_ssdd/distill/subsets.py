@@ -26,7 +26,14 @@ from hf_ssdd.utils import derived_generator
 
 @dataclass
 class SubsetConfig:
-    """Size of the subset (and, for k-means, the clustering budget)."""
+    """Size of the subset (and, for k-means, the clustering budget).
+
+    Attributes:
+        num_images: size of the subset.
+        kmeans_iterations: k-means: at most this many Lloyd iterations.
+        kmeans_tolerance: k-means: stop when the centroids move less than this (relative).
+        batch_size: images per teacher forward pass and per distance computation.
+    """
 
     num_images: int = 1000
     kmeans_iterations: int = 50

@@ -38,7 +38,44 @@ from hf_ssdd.utils import derived_generator, progress
 
 @dataclass
 class TeacherTrainConfig:
-    """Barlow Twins teacher training (defaults: solo-learn CIFAR recipe)."""
+    """Barlow Twins teacher training (defaults: solo-learn CIFAR recipe).
+
+    Attributes:
+        dataset: catalog name (``hf-ssdd datasets``), Hub dataset id or local folder of the training images.
+        split: the training split.
+        monitor_split: labelled split the kNN monitor evaluates on; ``None``: no monitor.
+        image_size: resize the images to this many pixels per side; ``None``: the dataset's resolution.
+        max_examples: train on the first N images only; ``None``: all of them.
+        backbone: the encoder architecture (``hf-ssdd backbones``).
+        backbone_kwargs: extra ``create_backbone`` arguments (e.g. ``{layers: [1, 1, 1, 1]}``).
+        projector_hidden_dim: width of the projector's hidden layers.
+        projector_out_dim: output width of the projector (the Barlow Twins embedding).
+        lambd: weight λ of the off-diagonal terms of the Barlow Twins loss.
+        scale_loss: factor the whole loss is scaled by.
+        optimizer: ``lars`` or ``sgd`` (bias and norm parameters excluded from LARS adaptation and weight decay).
+        lr: peak learning rate, reached after the warmup.
+        weight_decay: weight decay.
+        momentum: SGD / LARS momentum.
+        lars_eta: LARS trust coefficient η.
+        batch_size: global batch size (over all processes).
+        epochs: training epochs (ignored when ``max_steps`` is set).
+        max_steps: total optimizer steps; ``None``: ``epochs`` × steps per epoch.
+        warmup_epochs: epochs of linear learning-rate warmup before the cosine decay.
+        precision: ``bf16`` autocast, ``fp32``, or ``auto`` (bf16 on CUDA).
+        sync_batchnorm: synchronize BatchNorm statistics over processes.
+        knn_every: run the kNN monitor every this many epochs.
+        knn_k: neighbours of the kNN monitor.
+        knn_temperature: temperature of the kNN monitor's similarity weights.
+        knn_max_train: training images the kNN monitor indexes (a fixed random subset); ``None``: all.
+        checkpoint_every: save a checkpoint every this many steps.
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        log_every: log the loss every this many steps.
+        output_dir: the run folder (config, checkpoints, curves, ``teacher/``).
+        seed: seed of the initialization and the augmentations.
+        resume: continue from the newest checkpoint in ``output_dir``.
+        overwrite: delete an existing ``output_dir`` first.
+        log_with: also log to an experiment tracker (logs under ``<output_dir>/logs``); ``None``: no tracker.
+    """
 
     dataset: str = "cifar10"
     split: str = "train"
