@@ -16,7 +16,7 @@ what finished. Parts, in the order they run (``--parts`` picks some):
            40 inner steps × 256, 512-d targets): hf_ssdd ``autograd`` and ``checkpoint`` and the reference
            (jiayini1119/MKDT, ``--reference-mkdt``), alternating, with the peak GPU memory of each iteration
            (``torch.cuda.max_memory_allocated`` above what was allocated before it).
-  krr_st   (b) One KRR-ST outer step at the paper's CIFAR-100 setting (``recipes/configs/krr_st_cifar100.yaml``:
+  krr_st   (b) One KRR-ST outer step at the paper's CIFAR-100 setting (``hf_ssdd/configs/krr_st_cifar100.yaml``:
            1000 images, real batch 1024, ``convnet_128_256_512_bn`` pool; 50 000 random uint8 source images,
            ResNet-18 teacher; a pool of one model, since a step uses one): hf_ssdd fp32, hf_ssdd fastest (bf16 +
            channels_last + ``torch.compile``) and the reference (db-Lee/selfsup_dd, fp32, ``--reference-krr``),

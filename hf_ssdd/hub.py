@@ -620,7 +620,17 @@ def push_run(
 
 @dataclass
 class PushConfig:
-    """``hf-ssdd push RUN_DIR REPO_ID``: publish a finished run (distilled set + encoder) to the Hub."""
+    """``hf-ssdd push RUN_DIR REPO_ID``: publish a finished run (distilled set + encoder) to the Hub.
+
+    Attributes:
+        run_dir: the run folder (``distilled/``, optionally ``encoder/`` and ``transfer/results.json``).
+        repo_id: the dataset repo of the set (``org/name``).
+        encoder_repo: the model repo of the encoder; ``None``: ``<repo_id>-<architecture>``.
+        private: create the repos as private.
+        token: Hub token; ``None``: ``HF_TOKEN`` or the stored login.
+        revision: branch to push to; ``None``: the default branch.
+        overwrite_schema: replace a set with other columns already in ``repo_id``.
+    """
 
     run_dir: str = ""
     repo_id: str = ""

@@ -45,9 +45,21 @@ STUDENT = "convnet_32_64_128_bn"
 class QuickstartConfig:
     """Scale knobs of the quickstart; the defaults finish in about ten minutes on 2 CPU cores.
 
-    ``teacher`` is any teacher reference (default: the embedded CPU teacher); ``train_teacher`` trains the
-    one-epoch toy teacher instead (``teacher_steps`` caps it); ``max_examples`` uses only the first N source
-    images; ``fresh`` deletes ``output_dir`` first.
+    Attributes:
+        output_dir: folder of every stage (``stages.json`` records what finished with which settings).
+        dataset: the source to distill and the target of the linear probe (catalog name, Hub id or folder).
+        num_images: images per distilled or selected set.
+        max_examples: use only the first N source images; ``None``: all of them.
+        teacher: the teacher (folder, Hub id, ``timm:<name>`` or ``embedded:<name>``); default: the shipped one.
+        train_teacher: train the one-epoch toy teacher instead of using ``teacher``.
+        teacher_steps: cap the toy teacher's training at this many steps; ``None``: one epoch.
+        krr_st_steps: KRR-ST outer steps.
+        mkdt_iterations: MKDT trajectory-matching iterations.
+        mkdt_experts: MKDT experts to train.
+        pretrain_epochs: epochs of pre-training each set before the evaluation.
+        label_fractions: shares of the CIFAR-10 train labels of the linear probe.
+        seeds: one pre-training and evaluation per seed (mean ± std over them).
+        fresh: delete ``output_dir`` first.
     """
 
     output_dir: str = "runs/quickstart"
@@ -67,7 +79,7 @@ class QuickstartConfig:
 
 
 def teacher_config(cfg: QuickstartConfig) -> TeacherTrainConfig:
-    """The one-epoch toy teacher of ``--train_teacher`` (also ``recipes/configs/quickstart_teacher.yaml``)."""
+    """The one-epoch toy teacher of ``--train_teacher`` (also ``hf_ssdd/configs/quickstart_teacher.yaml``)."""
     return TeacherTrainConfig(
         dataset=cfg.dataset,
         max_examples=cfg.max_examples,
@@ -101,7 +113,7 @@ def _distill_config(cfg: QuickstartConfig, method: str, teacher: str, **run: Any
 
 
 def krr_st_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
-    """The quickstart distillation (also ``recipes/configs/quickstart.yaml``)."""
+    """The quickstart distillation (also ``hf_ssdd/configs/quickstart.yaml``)."""
     return _distill_config(
         cfg,
         "krr_st",
@@ -125,7 +137,7 @@ def random_subset_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfi
 
 
 def mkdt_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
-    """A CPU-sized MKDT (``recipes/configs/quickstart_mkdt.yaml`` is its stand-alone cousin): narrow experts."""
+    """A CPU-sized MKDT (``hf_ssdd/configs/quickstart_mkdt.yaml`` is its stand-alone cousin): narrow experts."""
     return _distill_config(
         cfg,
         "mkdt",

@@ -1,6 +1,6 @@
 """Ship a trained teacher inside the package (``hf_ssdd/assets/<name>``), with a model card that tells its story.
 
-    hf-ssdd pretrain-teacher --config recipes/configs/teacher_cpu.yaml          # once, resumable (--resume)
+    hf-ssdd pretrain-teacher --config teacher_cpu                              # once, resumable (--resume)
     python recipes/embed_teacher.py runs/teacher-cpu --name teacher-cpu-c10    # evaluate, card, copy
 
 The teacher is evaluated with ``hf-ssdd transfer``'s weighted kNN (k = 200, T = 0.1, the whole CIFAR-10 train
@@ -52,7 +52,7 @@ def training_section(run: Path, name: str, architecture: str, curve: list[dict],
             "teacher stem, widths 16-32-64-128, 128-d pooled features). Reproduce it with:",
             "",
             "```bash",
-            "hf-ssdd pretrain-teacher --config recipes/configs/teacher_cpu.yaml   # add --resume after a stop",
+            "hf-ssdd pretrain-teacher --config teacher_cpu   # hf_ssdd/configs/teacher_cpu.yaml; --resume after a stop",
             f"python recipes/embed_teacher.py runs/teacher-cpu --name {name}",
             "```",
             "",

@@ -52,21 +52,7 @@ def test_disabling_progress_bars_reaches_the_hf_libraries(hf_first):
     assert json.loads(_python(code)) == [False, False, False]
 
 
-PENDING_DESCRIPTIONS = {"quickstart", "transfer", "push"}  # their config classes lack an Attributes: section
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                name in PENDING_DESCRIPTIONS, reason="config docstring has no Attributes: yet", strict=True
-            ),
-        )
-        for name in COMMANDS
-    ],
-)
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_describes_every_key(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Models shipped inside the package, addressed as ``embedded:<name>`` wherever a teacher is expected.
 
 ``embedded:teacher-cpu-c10`` (the default teacher of ``hf-ssdd distill`` and ``hf-ssdd quickstart``): a Barlow
-Twins narrow ResNet-10 trained on CIFAR-10 on 2 CPU cores by ``recipes/configs/teacher_cpu.yaml``; its model card
+Twins narrow ResNet-10 trained on CIFAR-10 on 2 CPU cores by ``hf_ssdd/configs/teacher_cpu.yaml``; its model card
 (``teacher-cpu-c10/README.md``) gives the command, the training data and its kNN accuracy.
 """
 

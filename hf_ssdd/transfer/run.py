@@ -30,6 +30,30 @@ class TransferConfig:
     fine-tuning on all labels); by default every protocol uses ``label_fractions``. ``teacher`` (a teacher folder,
     Hub id or ``timm:<name>``) adds the label-free ``fidelity`` protocol: R² and linear CKA between each encoder's
     features and the teacher's on the targets' test images (:mod:`hf_ssdd.transfer.fidelity`).
+
+    Attributes:
+        encoders: saved encoders to evaluate, ``name=path`` or a path (folder or Hub model id).
+        distilled_sets: distilled sets to pre-train (once per seed) and evaluate, ``name=path`` or a path.
+        architecture: registry name of the network pre-trained on the sets and of the "No pre-training" row.
+        targets: target datasets (catalog names, Hub ids or folders).
+        protocols: evaluation protocols; ``fidelity`` needs ``teacher``.
+        label_fractions: shares of each target's train labels, in (0, 1].
+        finetune_label_fractions: fine-tuning's own fractions; ``None``: ``label_fractions``.
+        seeds: one repetition per seed (mean ± std over them).
+        teacher: teacher for the fidelity protocol (folder, Hub id, ``timm:<name>`` or ``embedded:<name>``).
+        finetune_steps: fine-tuning iterations for every target; ``None``: KRR-ST's per-target counts.
+        finetune_batch_size: fine-tuning batch size.
+        probe_steps: L-BFGS steps of the linear probe.
+        probe_max_iter: L-BFGS iterations per step.
+        knn_k: neighbours of the kNN protocol.
+        pretrain_recipe: pre-training recipe of the sets; ``auto``: the one each set recommends.
+        pretrain_epochs: pre-training epochs; ``None``: the recipe's.
+        image_size: evaluate every encoder at this resolution; ``None``: each encoder's own.
+        max_train_examples: keep only the first N train images of each target (small runs).
+        max_test_examples: keep only the first N test images of each target (small runs).
+        convention: normalization constants of the targets (``krr_st`` or ``mkdt`` catalog values).
+        device: device to run on; ``None``: CUDA if available, else CPU.
+        output_dir: where ``results.json``, ``results.md`` and ``results.png`` go.
     """
 
     encoders: list[str] = field(default_factory=list)
