@@ -67,8 +67,17 @@ def save_curves(
     title: str = "",
     xlabel: str = "step",
     logy: bool = False,
+    markers: bool = False,
+    references: Mapping[str, float] | None = None,
+    ylim: tuple[float, float] | None = None,
+    ylabel: str = "",
 ) -> Path:
-    """Plot named curves (``values`` or ``(steps, values)``) into a PNG, atomically."""
+    """Plot named curves (``values`` or ``(steps, values)``) into a PNG, atomically.
+
+    ``markers`` marks every measured point (for sparse curves such as a kNN monitor, so that two points do not
+    read as a trend); ``references`` draws labelled horizontal lines (e.g. chance, the value at initialization);
+    ``ylim`` fixes the axis (an honest one instead of a range zoomed onto the data).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,13 +87,18 @@ def save_curves(
     for name, values in curves.items():
         xs, ys = values if isinstance(values, tuple) else (range(1, len(values) + 1), values)
         if len(ys):
-            ax.plot(list(xs), list(ys), label=name)
+            ax.plot(list(xs), list(ys), label=name, marker="o" if markers else None, markersize=4)
+    for (name, value), style in zip((references or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, color="gray", linestyle=style, linewidth=1, label=f"{name} ({value:.1f})")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if curves:
+    if curves or references:
         ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -20,8 +20,10 @@ from pathlib import Path
 import yaml
 
 from hf_ssdd.assets import EMBEDDED_PREFIX
+from hf_ssdd.data import load_image_source
 from hf_ssdd.hub import build_model_repo, transfer_rows
 from hf_ssdd.io import atomic_directory
+from hf_ssdd.ssl.train import save_knn_curve
 from hf_ssdd.transfer import evaluate_transfer
 
 ASSETS = Path(__file__).resolve().parents[1] / "hf_ssdd" / "assets"
@@ -117,8 +119,8 @@ def main() -> None:
             + training_section(args.run, args.name, args.architecture, curve, steps_per_epoch)
         )
         card.save(tmp / "README.md")
-        if (args.run / "knn_curve.png").is_file():
-            shutil.copy(args.run / "knn_curve.png", tmp / "knn_curve.png")
+        source_labels = load_image_source("cifar10", "train").labels
+        save_knn_curve(tmp / "knn_curve.png", curve, source_labels)
     print(f"embedded: {ASSETS / args.name} (load it as {EMBEDDED_PREFIX}{args.name})")
 
 

@@ -150,6 +150,25 @@ def knn_monitor(backbone: nn.Module, train: Any, test: Any, cfg: TeacherTrainCon
     return 100.0 * acc
 
 
+def save_knn_curve(path: Path, records: list[dict[str, Any]], labels: torch.Tensor | None) -> Path:
+    """kNN top-1 vs training minutes, every measurement marked, with chance and initialization drawn, on 0-100."""
+    xs = [r.get("minutes", r["step"]) for r in records]
+    ys = [r["knn_top1"] for r in records]
+    references = {"initialization": ys[0]} if records[0]["step"] == 0 else {}
+    if labels is not None:
+        references["chance"] = 100.0 / (int(labels.max()) + 1)
+    return save_curves(
+        path,
+        {"kNN top-1 (%)": (xs, ys)},
+        title="teacher kNN monitor",
+        xlabel="training minutes" if "minutes" in records[0] else "step",
+        ylabel="kNN top-1 (%)",
+        markers=True,
+        references=references,
+        ylim=(0.0, min(100.0, max(ys) + 10.0)),
+    )
+
+
 def save_teacher(backbone: nn.Module, folder: Path) -> Path:
     """Save the backbone (no head) as an HF model folder, atomically."""
     with atomic_directory(folder, overwrite=True) as tmp:
@@ -323,11 +342,7 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
         curves = {"Barlow Twins loss": ([h["step"] for h in history], [h["loss"] for h in history])}
         save_curves(out / "loss_curve.png", curves, title="teacher training")
         if knn_history:
-            save_curves(
-                out / "knn_curve.png",
-                {"kNN top-1 (%)": ([h["step"] for h in knn_history], [h["knn_top1"] for h in knn_history])},
-                title="kNN monitor",
-            )
+            save_knn_curve(out / "knn_curve.png", knn_history, source.labels)
     acc.wait_for_everyone()
     acc.end_training()
     return teacher_dir
