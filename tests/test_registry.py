@@ -26,6 +26,7 @@ EXPECTED = {
     "resnet18_krrst": (32, 512),
     "resnet10_krrst": (64, 512),
     "resnet18_bt_teacher": (32, 512),
+    "resnet10_bt_teacher_narrow": (32, 128),
     "vgg11_krrst": (64, 2048),
     "alexnet_krrst": (64, 12288),
     "mobilenetv2_krrst": (64, 1280),
