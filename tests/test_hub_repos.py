@@ -323,8 +323,11 @@ def test_cli_takes_positional_run_and_repo(capsys):
 
 def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assets = ROOT / "hf_ssdd" / "assets"  # shipped model folders hold modeling code as data, not packages
     modules = [
-        p.relative_to(ROOT).parent for p in (ROOT / "hf_ssdd").rglob("*.py") if "__pycache__" not in p.parts
+        p.relative_to(ROOT).parent
+        for p in (ROOT / "hf_ssdd").rglob("*.py")
+        if "__pycache__" not in p.parts and (p.parent == assets or assets not in p.parents)
     ]
     on_disk = {
         ".".join(folder.parts) for module in modules for folder in (module, *module.parents) if folder.parts
@@ -347,6 +350,8 @@ def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
         files = archive.namelist()
         metadata = archive.read(next(n for n in files if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: Apache-2.0" in metadata and any(n.endswith("licenses/LICENSE") for n in files)
+    teacher = ROOT / "hf_ssdd" / "assets" / "teacher-cpu-c10"
+    assert {f"hf_ssdd/assets/teacher-cpu-c10/{p.name}" for p in teacher.iterdir()} <= set(files)
     shipped = {name for name in files if name.startswith("hf_ssdd/configs/")}
     assert {f"hf_ssdd/configs/{p.name}" for p in (ROOT / "hf_ssdd" / "configs").glob("*.yaml")} <= shipped
     subprocess.run(

@@ -146,6 +146,7 @@ def _ddp_worker(rank, world_size, init_file, out_dir):
             model(x1[rows], x2[rows]).backward()
             result[f"{split}/ddp_grad"] = model.module.fc.weight.grad
         torch.save(result, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank leaves while gloo still holds its peer (else: "terminate called without ...")
     finally:
         dist.destroy_process_group()
 
