@@ -92,7 +92,7 @@ from hf_ssdd.distill.experts import build_student
 from hf_ssdd.distill.matching import FunctionalStudent, matching_gradients, minibatch_schedule
 from hf_ssdd.models import create_backbone
 from hf_ssdd.ssl.barlow_twins import BarlowTwinsModel
-from hf_ssdd.ssl.optim import build_optimizer, warmup_cosine_lambda
+from hf_ssdd.ssl.optim import build_optimizer, warmup_cosine_scheduler
 from hf_ssdd.ssl.train import TeacherTrainConfig, knn_monitor
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.utils import derived_generator
@@ -249,6 +249,7 @@ def run_teacher(args: argparse.Namespace, s: Settings, budget: Budget, report: R
     )
     steps_per_epoch = len(source) // s.teacher_batch
     warmup, total = 10 * steps_per_epoch, 10**9  # provisional until the probe has measured the throughput
+    scheduler = warmup_cosine_scheduler(optimizer, warmup, total)
     train_seconds = 60 * args.teacher_minutes
     probe_start, probe_end = 5, 5 + s.teacher_probe_steps  # steps 1-5 hold the compile and cuDNN's warm-up
     perm: tuple[int, torch.Tensor] | None = None
@@ -267,12 +268,11 @@ def run_teacher(args: argparse.Namespace, s: Settings, budget: Budget, report: R
         if cuda:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
-        for group in optimizer.param_groups:
-            group["lr"] = base_lr * warmup_cosine_lambda(step, warmup, total)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = model(v1, v2)
         loss.backward()
         optimizer.step()
+        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
@@ -301,6 +301,7 @@ def run_teacher(args: argparse.Namespace, s: Settings, budget: Budget, report: R
             left = min(train_seconds - (t1 - start), budget.left() - 60)
             total = step + max(1, int(left / per_step))
             warmup = min(warmup, total // 10)
+            scheduler = warmup_cosine_scheduler(optimizer, warmup, total, last_step=step - 1)
             result.update(planned_steps=total, probe_images_per_s=s.teacher_batch / per_step)
             report.update("teacher", result)
     sync(device)

@@ -1,4 +1,4 @@
-"""Self-supervised learning building blocks: Barlow Twins, LARS and the warmup-cosine schedule."""
+"""Self-supervised learning building blocks: Barlow Twins, LARS and the warmup-cosine schedule (timm / transformers)."""
 
 from hf_ssdd.ssl.barlow_twins import (
     BarlowTwinsLoss,
@@ -7,21 +7,17 @@ from hf_ssdd.ssl.barlow_twins import (
     barlow_twins_loss,
 )
 from hf_ssdd.ssl.optim import (
-    LARS,
     build_optimizer,
     lars_param_groups,
-    warmup_cosine_lambda,
     warmup_cosine_scheduler,
 )
 
 __all__ = [
-    "LARS",
     "BarlowTwinsLoss",
     "BarlowTwinsModel",
     "BarlowTwinsProjector",
     "barlow_twins_loss",
     "build_optimizer",
     "lars_param_groups",
-    "warmup_cosine_lambda",
     "warmup_cosine_scheduler",
 ]
