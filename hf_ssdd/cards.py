@@ -152,6 +152,23 @@ def eval_results(rows: list[dict[str, Any]] | None) -> list[Any] | None:
     return results or None
 
 
+def _derived_license(license: str | None, source_id: str | None) -> dict[str, str]:
+    """Card license fields the Hub accepts: the set's own license if given, else the source dataset's terms.
+
+    Distilled images derive from the source images, so without an explicit license the card points at the
+    source's page (``other`` + ``license_name`` + ``license_link``), or says ``unknown`` for a local source.
+    """
+    if license:
+        return {"license": license}
+    if source_id:
+        return {
+            "license": "other",
+            "license_name": "source-dataset-terms",
+            "license_link": f"https://huggingface.co/datasets/{source_id}",
+        }
+    return {"license": "unknown"}
+
+
 def dataset_card(dset: DistilledSet, ds: Any, repo_id: str) -> Any:
     """The README card of a distilled-set folder: Hub YAML (``dataset_info``, ``configs``, …) + our metadata."""
     from datasets import SplitDict, SplitInfo
@@ -163,7 +180,7 @@ def dataset_card(dset: DistilledSet, ds: Any, repo_id: str) -> Any:
     teacher = meta.get("teacher") or {}
     source_id = hub_dataset_id(source.get("id"))
     card_data = DatasetCardData(
-        license=meta.get("license", "other"),
+        **_derived_license(meta.get("license"), source_id),
         pretty_name=repo_id.split("/")[-1],
         task_categories=["image-feature-extraction"],
         tags=[

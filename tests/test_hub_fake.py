@@ -80,6 +80,7 @@ def test_each_repo_is_one_commit_with_the_expected_files(published, hub):
         "model.safetensors",
         "configuration_ssdd.py",
         "modeling_ssdd.py",
+        "preprocessor_config.json",
     }
     assert set(hub.repo_files("model", TIMM_REPO)) == {
         ".gitattributes",

@@ -97,6 +97,12 @@ def test_dataset_card_yaml_and_text(repos):
         {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}
     ]
     assert [f["name"] for f in data["dataset_info"]["features"]] == ["image", "pixel_values", "target"]
+    # the Hub accepts "other" only with a name and a link: here the source dataset's terms
+    assert (data["license"], data["license_name"], data["license_link"]) == (
+        "other",
+        "source-dataset-terms",
+        "https://huggingface.co/datasets/uoft-cs/cifar10",
+    )
     assert data["source_datasets"] == ["uoft-cs/cifar10"] and data["task_categories"] == [
         "image-feature-extraction"
     ]
@@ -124,6 +130,7 @@ def test_custom_model_folder_card_and_files(repos):
         "model.safetensors",
         "configuration_ssdd.py",
         "modeling_ssdd.py",
+        "preprocessor_config.json",
     }
     for name in ("configuration_ssdd.py", "modeling_ssdd.py"):
         assert (folder / name).read_bytes() == (Path(hub_package.__file__).parent / name).read_bytes()
@@ -369,3 +376,10 @@ def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
     )
     assert "## De-normalize" in report["dataset_card"] and "## Fine-tune it" in report["model_card"]
     assert "normalization not recorded" in report["model_card"]
+
+
+def test_dataset_card_license_fields():
+    from hf_ssdd.cards import _derived_license
+
+    assert _derived_license("cc-by-4.0", "uoft-cs/cifar10") == {"license": "cc-by-4.0"}
+    assert _derived_license(None, None) == {"license": "unknown"}  # a local source: nothing to point at

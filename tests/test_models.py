@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
@@ -340,3 +341,71 @@ def test_saved_config_records_preprocessing(tmp_path):
     create_backbone("convnet", image_size=64, mean=mean, std=std).save_pretrained(tmp_path)
     config = AutoConfig.from_pretrained(tmp_path)
     assert (config.image_size, config.mean, config.std) == (64, mean, std)
+
+
+_PIPELINE_SCRIPT = """
+import json, sys
+sys.modules["hf_ssdd"] = None  # preprocessing and model must work where hf_ssdd cannot be imported
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import AutoImageProcessor, pipeline
+folder, images = sys.argv[1], np.load(sys.argv[2], allow_pickle=False)
+processor = AutoImageProcessor.from_pretrained(folder)  # a built-in class: no remote code
+extract = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
+pil = [Image.fromarray(a) for a in images]
+features = np.array(extract(pil, pool=True), dtype=np.float32)
+pixels = processor(pil, return_tensors="pt")["pixel_values"]
+save_file({"features": torch.tensor(features).squeeze(1), "pixels": pixels}, f"{folder}/pipeline.safetensors")
+with open(f"{folder}/pipeline.json", "w") as f:
+    json.dump({"processor": type(processor).__name__}, f)
+"""
+
+
+@pytest.mark.parametrize(("name", "image_px"), [("convnet_32_64_128_bn", 32), ("resnet10_cifar", 40)])
+def test_pipeline_extracts_the_features_of_load_encoder_without_the_library(tmp_path, name, image_px):
+    # save_pretrained writes preprocessor_config.json: square LANCZOS resize (as hf_ssdd decodes), scale, normalize
+    from PIL import Image
+
+    from hf_ssdd.hub import load_encoder
+
+    mean, std = [0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]
+    model = _randomize(create_backbone(name, image_size=32, mean=mean, std=std))
+    model.save_pretrained(tmp_path / "enc")
+    assert json.loads((tmp_path / "enc" / "preprocessor_config.json").read_text())["image_mean"] == mean
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, image_px, image_px, 3), generator=generator, dtype=torch.uint8).numpy()
+    np.save(tmp_path / "images.npy", images)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    done = subprocess.run(
+        [sys.executable, "-c", _PIPELINE_SCRIPT, str(tmp_path / "enc"), str(tmp_path / "images.npy")],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "enc" / "pipeline.json").read_text()) == {"processor": "ViTImageProcessor"}
+    got = load_file(str(tmp_path / "enc" / "pipeline.safetensors"))
+
+    # the pipeline's features are the encoder's features of the processor's pixels (it runs one image per batch)
+    encoder = load_encoder(tmp_path / "enc")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            got["features"], encoder.forward_features(got["pixels"]), rtol=1e-4, atol=1e-4
+        )
+    # and those pixels are hf_ssdd's preprocessing: PIL LANCZOS to 32 px, [0, 1], (x - mean) / std — exactly at
+    # the native size; after a resize transformers' torchvision LANCZOS may round a few pixels one grey level apart
+    resized = [np.asarray(Image.fromarray(a).resize((32, 32), Image.Resampling.LANCZOS)) for a in images]
+    x = torch.tensor(np.stack(resized)).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    grey_level = 1 / 255 / min(std)
+    if image_px == 32:
+        torch.testing.assert_close(got["pixels"], x, rtol=0, atol=1e-6)
+    else:
+        assert (got["pixels"] - x).abs().max() <= grey_level + 1e-6
+        assert ((got["pixels"] - x).abs() > 1e-6).float().mean() < 0.02

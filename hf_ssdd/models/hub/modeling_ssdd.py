@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, ViTImageProcessor
+from transformers.image_utils import PILImageResampling
 from transformers.utils import ModelOutput
 
 from .configuration_ssdd import (
@@ -126,6 +127,31 @@ class SSDDPreTrainedModel(PreTrainedModel):
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Trunk features ``[B, num_features]``."""
         return self.pool(self.forward_feature_map(self.check_input(pixel_values)))
+
+    def image_processor(self) -> ViTImageProcessor:
+        """The preprocessing the encoder expects, as a built-in transformers processor.
+
+        Square LANCZOS resize to ``image_size`` (as hf_ssdd decodes images), scale to [0, 1], then
+        ``(x - mean) / std`` when the config has statistics. :meth:`save_pretrained` writes it as
+        ``preprocessor_config.json``, so ``AutoImageProcessor`` and ``pipeline("image-feature-extraction")`` need no
+        hf_ssdd code (``trust_remote_code`` only for the model).
+        """
+        config = self.config
+        normalize = config.mean is not None and config.std is not None
+        return ViTImageProcessor(
+            size={"height": config.image_size, "width": config.image_size},
+            resample=PILImageResampling.LANCZOS,
+            rescale_factor=1 / 255,
+            do_normalize=normalize,
+            image_mean=config.mean if normalize else None,
+            image_std=config.std if normalize else None,
+        )
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        """``PreTrainedModel.save_pretrained``, plus the image processor (``preprocessor_config.json``)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self.image_processor().save_pretrained(save_directory)
 
     def reset_head(self, head_dim: int) -> None:
         """Replace the head by a freshly initialized ``Linear(num_features, head_dim)`` (Identity if 0)."""
