@@ -13,6 +13,19 @@ from PIL import Image
 from hf_ssdd.io import atomic_path
 
 
+def _unit_range(
+    images: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Images as float in [0, 1] on the CPU: uint8 / 255, or float with ``mean``/``std`` undone when given."""
+    x = images.detach().to("cpu")
+    if x.dtype == torch.uint8:
+        return x.float() / 255.0
+    x = x.float()
+    if mean is not None and std is not None:
+        x = x * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+    return x.clamp(0, 1)
+
+
 def image_grid(
     images: torch.Tensor,
     mean: Sequence[float] | None = None,
@@ -30,14 +43,7 @@ def image_grid(
         max_images: show at most this many (the first ones).
         padding: pixels between tiles.
     """
-    x = images[:max_images].detach().to("cpu")
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-    else:
-        x = x.float()
-        if mean is not None and std is not None:
-            x = x * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
-    x = x.clamp(0, 1)
+    x = _unit_range(images[:max_images], mean, std)
     n, c, h, w = x.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / nrow)
@@ -58,6 +64,49 @@ def save_image_grid(path: str | Path, images: torch.Tensor, **kwargs) -> Path:
         grid = grid.resize((grid.size[0] * scale, grid.size[1] * scale), Image.NEAREST)
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_before_after_grid(
+    path: str | Path,
+    before: torch.Tensor,
+    after: torch.Tensor,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    per_row: int = 10,
+    max_pairs: int = 40,
+    tile_px: int = 96,
+) -> Path:
+    """Save the initial real images above their distilled versions, row pair by row pair, as a PNG (atomically).
+
+    Args:
+        before: the initial images (uint8, or float normalized with ``mean``/``std``), N×3×H×W.
+        after: the same images after distillation, in the same order.
+        mean, std: normalization to undo for float images.
+        per_row: images per row; rows alternate before / after.
+        max_pairs: show at most this many pairs (whole rows only).
+        tile_px: upscale (nearest neighbour, by an integer factor) so that tiles are at least this large.
+    """
+    from PIL import ImageDraw
+
+    if before.shape != after.shape:
+        raise ValueError(f"before and after differ in shape: {tuple(before.shape)} vs {tuple(after.shape)}")
+    n = min(len(before), max_pairs)
+    per_row = max(1, min(per_row, n))
+    n -= n % per_row
+    x, y = _unit_range(before[:n], mean, std), _unit_range(after[:n], mean, std)
+    rows = [t for i in range(0, n, per_row) for t in (x[i : i + per_row], y[i : i + per_row])]
+    grid = image_grid(torch.cat(rows), nrow=per_row, max_images=2 * n)
+    scale = max(1, -(-tile_px // before.shape[-1]))
+    grid = grid.resize((grid.size[0] * scale, grid.size[1] * scale), Image.NEAREST)
+    margin, row_px = 56, grid.size[1] // len(rows)
+    canvas = Image.new("RGB", (grid.size[0] + margin, grid.size[1]), "white")
+    canvas.paste(grid.convert("RGB"), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for r in range(len(rows)):
+        draw.text((4, r * row_px + row_px // 2 - 5), "before" if r % 2 == 0 else "after", fill="black")
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
     return Path(path)
 
 

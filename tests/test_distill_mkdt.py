@@ -596,4 +596,4 @@ def test_subset_baselines_through_the_run_driver(tmp_path):
             and (out / "distilled" / "README.md").is_file()
             and (out / "synthetic_grid.png").is_file()
         )
-        assert not (out / "loss_curve.png").exists()
+        assert not (out / "loss_curve.png").exists() and not (out / "before_after_grid.png").exists()

@@ -61,7 +61,13 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, teacher_dir):
     assert torch.equal(full.images, resumed.images) and torch.equal(full.targets, resumed.targets)
     again = DistilledSet.load(out / "distilled")
     assert torch.equal(again.images, full.images) and again.meta["steps"] == 60
-    for name in ("config.yaml", "synthetic_grid.png", "loss_curve.png", "metrics.jsonl"):
+    for name in (
+        "config.yaml",
+        "synthetic_grid.png",
+        "before_after_grid.png",
+        "loss_curve.png",
+        "metrics.jsonl",
+    ):
         assert (out / name).is_file(), name
     steps = [
         int(line.split('"step": ')[1].split(",")[0])

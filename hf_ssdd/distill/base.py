@@ -30,6 +30,11 @@ class Distiller(ABC):
         teacher: the frozen target encoder.
         accelerator: an ``accelerate.Accelerator`` for multi-process runs (``None``: one process).
         seed: the run's seed; all randomness is derived from it and the step counter.
+
+    Attributes:
+        init_indices: indices into ``source`` of the real images the synthetic set started from (CPU int64), set
+            by :meth:`init` and :meth:`load_state_dict`; ``None`` where a method does not start from real images.
+            The run driver draws them next to the distilled images (``before_after_grid.png``).
     """
 
     name: ClassVar[str]
@@ -42,6 +47,7 @@ class Distiller(ABC):
         self.accelerator = accelerator
         self.seed = seed
         self.step_count = 0
+        self.init_indices: torch.Tensor | None = None
 
     @classmethod
     def prepare(

@@ -221,12 +221,16 @@ class KRRSTDistiller(Distiller):
             self.pool.append(model)
             self.pool_optimizers.append(opt)
 
+    def init_subset(self) -> torch.Tensor:
+        """Indices of the initial real images: a seeded random subset (CPU int64)."""
+        gen = derived_generator(self.seed, "init-subset")
+        return torch.randperm(len(self.source), generator=gen)[: self.config.num_images]
+
     def init(self) -> None:
         """Random real images as initial synthetic images, teacher features as targets, staggered pool ages."""
         cfg = self.config
-        gen = derived_generator(self.seed, "init-subset")
-        idx = torch.randperm(len(self.source), generator=gen)[: cfg.num_images].to(self.device)
-        real = self.source.images[idx]
+        self.init_indices = self.init_subset()
+        real = self.source.images[self.init_indices.to(self.device)]
         targets = torch.cat([self.teacher.encode(chunk) for chunk in real.split(1024)]).to(self.device)
         if cfg.syn_input_space == "raw":
             images = real.float() / 255.0
@@ -360,6 +364,7 @@ class KRRSTDistiller(Distiller):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.init_indices = self.init_subset()  # a function of the seed: no need to checkpoint it
         self._build_parameters(state["x_syn"], state["y_syn"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

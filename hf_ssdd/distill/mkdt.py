@@ -229,7 +229,6 @@ class MKDTDistiller(Distiller):
         self.x_syn: nn.Parameter | None = None
         self.y_syn: nn.Parameter | None = None
         self.syn_lr: nn.Parameter | None = None
-        self.init_indices: torch.Tensor | None = None
 
     @classmethod
     def prepare(

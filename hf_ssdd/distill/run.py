@@ -5,6 +5,7 @@ Used by ``recipes/distill.py`` and ``hf-ssdd distill``. Everything written goes 
     config.yaml                        the resolved configuration
     checkpoints/checkpoint-<step>/     state.safetensors + state.json (atomic), the newest ``keep_checkpoints``
     synthetic_grid.png, loss_curve.png refreshed at every checkpoint
+    before_after_grid.png              KRR-ST / MKDT: the initial real images above their distilled versions
     metrics.jsonl                      one line of metrics per logged step
     logs/                              tracker logs (``log_with``, e.g. TensorBoard event files)
     distilled/                         the final DistilledSet (Hub dataset folder)
@@ -35,7 +36,7 @@ from hf_ssdd.distill.krr_st import KRRSTConfig
 from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller
 from hf_ssdd.distill.subsets import SubsetConfig
 from hf_ssdd.io import atomic_write_text, prepare_run_dir
-from hf_ssdd.plots import save_curves, save_image_grid
+from hf_ssdd.plots import save_before_after_grid, save_curves, save_image_grid
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.utils import progress
 
@@ -124,6 +125,11 @@ def _method_config(cfg: DistillRunConfig) -> Any:
 def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) -> None:
     dset = distiller.export()
     save_image_grid(out / "synthetic_grid.png", dset.images, mean=dset.mean, std=dset.std)
+    if distiller.init_indices is not None:  # a method that starts from real images and changes them
+        before = distiller.source.images[distiller.init_indices.to(distiller.device)]
+        save_before_after_grid(
+            out / "before_after_grid.png", before, dset.images, mean=dset.mean, std=dset.std
+        )
     if history:  # subset baselines have no optimization steps, hence no curve
         steps = [h["step"] for h in history]
         curve = {"outer loss": (steps, [h["loss"] for h in history])}
