@@ -3,17 +3,22 @@
 Every subcommand that runs a stage takes ``--config FILE.yaml`` (or a shipped config's name) plus ``--key value``
 overrides of its config dataclass; ``hf-ssdd <command> --help`` lists the keys with their types (a ``Literal``'s choices), defaults and
 descriptions (from the ``Attributes:`` section of the config class's docstring). Some commands also take leading
-positional arguments for their main keys (``hf-ssdd push RUN_DIR REPO_ID``).
+positional arguments for their main keys (``hf-ssdd push RUN_DIR REPO_ID``). A bad input or environment ends in
+one line, ``hf-ssdd <command>: error: <what, where, how to fix>``, with exit code 1; ``--debug`` (or
+``HF_SSDD_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hf_ssdd.config import ConfigError, config_help, parse_config
+
+DEBUG_ENV = "HF_SSDD_DEBUG"
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,12 @@ COMMANDS: dict[str, Command] = {
         "evaluate encoders and distilled sets on target datasets (linear probe, fine-tuning, kNN, teacher fidelity)",
         "hf_ssdd.transfer.run:run_transfer",
         "hf_ssdd.transfer.run:TransferConfig",
+    ),
+    "download": Command(
+        "mirror a dataset from the Hub into a data folder for offline use: DATASET --to DIR (then HF_SSDD_DATA_DIR=DIR)",
+        "hf_ssdd.data.download:download_dataset",
+        "hf_ssdd.data.download:DownloadConfig",
+        positional=("dataset",),
     ),
     "push": Command(
         "publish a finished run to the Hugging Face Hub: RUN_DIR REPO_ID (set + encoder, one commit each)",
@@ -119,7 +130,7 @@ def _positional_to_options(keys: tuple[str, ...], argv: list[str]) -> list[str]:
 
 
 def _usage() -> str:
-    lines = ["usage: hf-ssdd <command> [--config FILE.yaml] [--key value ...]", "", "commands:"]
+    lines = ["usage: hf-ssdd <command> [--config FILE.yaml] [--key value ...] [--debug]", "", "commands:"]
     lines += [f"  {name:18s} {cmd.help}" for name, cmd in COMMANDS.items()]
     lines += [f"  {name:18s} {help_}" for name, (help_, _) in UTILITIES.items()]
     return "\n".join(lines)
@@ -127,6 +138,8 @@ def _usage() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -149,8 +162,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"hf-ssdd {name}: {e}", file=sys.stderr)
         return 2
-    _load(cmd.target)(cfg)
+    try:
+        _load(cmd.target)(cfg)
+    except Exception as e:
+        if debug or not _user_facing(e):
+            raise
+        print(f"hf-ssdd {name}: error: {e}  (--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _user_facing(error: Exception) -> bool:
+    """Errors that describe a bad input or environment (printed as one line), not a defect (a traceback)."""
+    return isinstance(error, (OSError, ValueError)) or type(error).__module__.startswith("hf_ssdd.")
 
 
 if __name__ == "__main__":

@@ -210,8 +210,9 @@ def _unreachable_message(resolved: ResolvedDataset) -> str:
         else "the Hub cannot be reached"
     )
     return (
-        f"cannot load {resolved.ref!r}: {why} and no local copy was found; put its parquet files in {folder} "
-        f"(set {DATA_DIR_ENV} to the folder that holds it) or pass the path of a local parquet folder"
+        f"cannot load {resolved.ref!r}: {why} and no local copy was found at {folder}; while online, run "
+        f"`hf-ssdd download {resolved.ref} --to DIR`, then set {DATA_DIR_ENV}=DIR (or pass the path of a local "
+        "parquet folder)"
     )
 
 
