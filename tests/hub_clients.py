@@ -187,10 +187,24 @@ def _live_round_trip(api, run: Path, repos: list) -> dict:
 
 
 def installed(work: Path, args: dict) -> dict:
-    """Render both cards from an installed copy of hf_ssdd (templates shipped as package data)."""
+    """From an installed copy of hf_ssdd (no checkout): render both cards (templates shipped as package data), run
+    ``hf-ssdd configs`` and ``hf-ssdd distill --config quickstart --help``, load the shipped teacher."""
+    import contextlib
+    import io
+
     import hf_ssdd
+    from hf_ssdd.assets import embedded_path
     from hf_ssdd.cards import model_card, template_path
+    from hf_ssdd.cli import main
     from hf_ssdd.distill.distilled_set import DistilledSet
+    from hf_ssdd.teachers import Teacher
+
+    outputs = {}
+    for name, argv in (("configs", ["configs"]), ("help", ["distill", "--config", "quickstart", "--help"])):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            outputs[f"{name}_rc"] = main(argv)
+        outputs[name] = out.getvalue()
+    teacher = Teacher.from_pretrained("embedded:teacher-cpu-c10")
 
     dset = DistilledSet.load(args["dataset_folder"])
     folder = dset.save(work / "installed_set", repo_id="org/installed")
@@ -206,6 +220,8 @@ def installed(work: Path, args: dict) -> dict:
         "templates": [str(template_path(name)) for name in ("dataset_card.md", "model_card.md")],
         "dataset_card": (folder / "README.md").read_text(),
         "model_card": str(card),
+        **outputs,
+        "teacher": [str(embedded_path("teacher-cpu-c10")), teacher.feature_dim],
     }
 
 

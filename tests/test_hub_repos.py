@@ -376,6 +376,14 @@ def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
     )
     assert "## De-normalize" in report["dataset_card"] and "## Fine-tune it" in report["model_card"]
     assert "normalization not recorded" in report["model_card"]
+    # the configs, their help and the default teacher come from the installed package, not a checkout
+    assert report["configs_rc"] == 0 and report["help_rc"] == 0
+    assert (
+        "quickstart " in report["configs"]
+        and str(tmp_path / "site" / "hf_ssdd" / "configs") in report["configs"]
+    )
+    assert "  --krr_st.outer_steps (int) = " in report["help"] and "(no description)" not in report["help"]
+    assert report["teacher"][0].startswith(str(tmp_path / "site" / "hf_ssdd" / "assets"))
 
 
 def test_dataset_card_license_fields():
