@@ -100,6 +100,29 @@ def load_checkpoint_state(directory: str | Path) -> dict[str, Any]:
     return unflatten_state(tree, tensors)
 
 
+class NonFiniteStateError(RuntimeError):
+    """A state holds NaN or infinite values: the run diverged; it is never saved as a checkpoint."""
+
+
+def nonfinite_tensors(state: Any) -> list[str]:
+    """Paths (``a.b.0``) of the floating-point tensors in a nested state that hold NaN or infinite values."""
+    found: list[str] = []
+
+    def walk(v: Any, path: str) -> None:
+        if isinstance(v, torch.Tensor):
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                found.append(path)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{path}.{k}" if path else str(k))
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{path}.{i}" if path else str(i))
+
+    walk(state, "")
+    return found
+
+
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int | None = 2) -> Path:
     """Save ``state`` as ``run_dir/checkpoints/checkpoint-<step>`` atomically and prune old ones.
 
@@ -108,7 +131,18 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
         step: the step counter the state belongs to (names the folder).
         state: the nested state (see :func:`flatten_state`).
         keep: how many of the newest checkpoints to keep (``None`` keeps all).
+
+    Raises:
+        NonFiniteStateError: the state holds NaN / inf (nothing is written; the newest good checkpoint is named).
     """
+    bad = nonfinite_tensors(state)
+    if bad:
+        last = latest_checkpoint(run_dir)
+        raise NonFiniteStateError(
+            f"the run diverged at step {step}: non-finite values in {', '.join(bad[:5])}"
+            f"{' …' if len(bad) > 5 else ''}; nothing was saved, the last good checkpoint is "
+            f"{last if last is not None else 'none'}; lower the learning rates and start again (or --resume from it)"
+        )
     root = Path(run_dir) / "checkpoints"
     target = root / f"checkpoint-{step:08d}"
     with atomic_directory(target, overwrite=True) as tmp:
@@ -133,6 +167,48 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of a run, or ``None``."""
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def load_latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads, with its state; a corrupt newer one is skipped with a warning.
+
+    Returns:
+        ``(folder, state)``, or ``None`` when the run has no checkpoint.
+
+    Raises:
+        ValueError: checkpoints exist but none of them loads.
+    """
+    found = list_checkpoints(run_dir)
+    for folder in reversed(found):
+        try:
+            return folder, load_checkpoint_state(folder)
+        except Exception as error:  # safetensors, JSON and OS errors alike: try the previous one
+            print(
+                f"warning: checkpoint {folder} is unreadable ({type(error).__name__}: {error}); trying an older one"
+            )
+    if found:
+        raise ValueError(
+            f"none of the {len(found)} checkpoints in {Path(run_dir) / 'checkpoints'} can be read; start a new run "
+            "with --overwrite"
+        )
+    return None
+
+
+def remove_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete what a killed atomic writer left in the run folder and its checkpoints (``.<name>.*.tmp``, ``.old``).
+
+    Call it only while holding the run's lock, so that no live writer's temporaries are removed.
+    """
+    stale = [
+        path
+        for root in (Path(run_dir), Path(run_dir) / "checkpoints")
+        if root.is_dir()
+        for pattern in (".*.tmp", ".*.old")
+        for path in sorted(root.glob(pattern))
+    ]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return stale
 
 
 def rng_state() -> dict[str, Any]:

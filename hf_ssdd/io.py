@@ -93,14 +93,21 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Create a run's output folder; a non-empty one is refused unless the run resumes or overwrites (deletes) it."""
+def prepare_run_dir(
+    path: str | Path, resume: bool = False, overwrite: bool = False, keep: tuple[str, ...] = ()
+) -> Path:
+    """Create a run's output folder; a non-empty one is refused unless the run resumes or overwrites (empties) it.
+
+    Entries named in ``keep`` (e.g. the run's lock file) neither count as content nor are deleted.
+    """
     path = Path(path)
-    if path.exists() and any(path.iterdir()) and not (resume or overwrite):
+    content = [p for p in path.iterdir() if p.name not in keep] if path.is_dir() else []
+    if content and not (resume or overwrite):
         raise FileExistsError(
             f"{path} is not empty; pass --resume to continue that run or --overwrite to start over"
         )
-    if overwrite and not resume and path.exists():
-        shutil.rmtree(path)
+    if overwrite and not resume:
+        for entry in content:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path

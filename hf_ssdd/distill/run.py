@@ -17,6 +17,7 @@ expert training); :func:`run_expert_training` runs that stage alone (``hf-ssdd t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any, Literal
 from accelerate.utils import DistributedType
 
 from hf_ssdd.assets import DEFAULT_TEACHER
-from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
+from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
 from hf_ssdd.config import Tracker, config_to_hparams, save_config
 from hf_ssdd.data import load_image_source
 from hf_ssdd.distill.base import create_distiller, get_distiller_class
@@ -37,6 +38,7 @@ from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller
 from hf_ssdd.distill.subsets import SubsetConfig
 from hf_ssdd.io import atomic_write_text, prepare_run_dir
 from hf_ssdd.plots import save_before_after_grid, save_curves, save_image_grid
+from hf_ssdd.runs import LOCK_FILE, check_identity, run_identity, run_lock
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.utils import progress
 
@@ -183,54 +185,97 @@ def run_expert_training(cfg: DistillRunConfig, accelerator: Any = None) -> list[
     return experts
 
 
+# keys a resumed run may change: the step budget, cadences, the folder, the tracker, how the teacher is named (its
+# weights are in the identity as teacher.revision) and how it is spread over processes
+RESUMABLE_KEYS = (
+    "output_dir",
+    "resume",
+    "overwrite",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_with",
+    "teacher",
+    "shard_teacher",
+    "krr_st.outer_steps",
+    "mkdt.iterations",
+)
+METHOD_SECTIONS = ("krr_st", "mkdt", "high_loss", "random", "kmeans")
+
+
+def distill_identity(cfg: DistillRunConfig, source: Any, teacher: Teacher) -> dict[str, Any]:
+    """What must match for ``--resume``: the config (other methods' sections and :data:`RESUMABLE_KEYS` aside),
+    the source's fingerprint and the teacher's revision."""
+    others = [f"{m}." for m in METHOD_SECTIONS if m != cfg.method]
+    inputs = {"source.fingerprint": source.fingerprint, "teacher.revision": teacher.revision}
+    return run_identity(cfg, [*RESUMABLE_KEYS, *others], inputs)
+
+
 def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> DistilledSet:
-    """Distill ``cfg.source`` with ``cfg.method``; resumes from the newest checkpoint with ``cfg.resume``."""
+    """Distill ``cfg.source`` with ``cfg.method``; resumes from the newest checkpoint with ``cfg.resume``.
+
+    The main process holds the run folder's lock for the whole run. ``--resume`` refuses a checkpoint of a different
+    run (:func:`distill_identity`), falls back from an unreadable newest checkpoint to an older one, and continues a
+    finished run that is asked for more steps; ``config.yaml`` is written once the inputs have loaded.
+    """
     from accelerate import Accelerator
 
     acc = accelerator or Accelerator(log_with=cfg.log_with, project_dir=str(Path(cfg.output_dir) / "logs"))
     _require_teacher(cfg)
-    method_cfg = _method_config(cfg)
+    _method_config(cfg)
     out = Path(cfg.output_dir)
-    if acc.is_main_process:
-        prepare_run_dir(out, cfg.resume, cfg.overwrite)
-    acc.wait_for_everyone()
-    if cfg.resume and (out / "distilled" / "README.md").is_file():
-        return DistilledSet.load(out / "distilled")
+    with run_lock(out) if acc.is_main_process else contextlib.nullcontext():
+        if acc.is_main_process:
+            prepare_run_dir(out, cfg.resume, cfg.overwrite, keep=(LOCK_FILE,))
+            remove_temporaries(out)
+        acc.wait_for_everyone()
+        return _distill(cfg, acc, out)
+
+
+def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
+    source, teacher = _load_inputs(cfg, acc)
+    identity = distill_identity(cfg, source, teacher)
+    found = load_latest_checkpoint(out) if cfg.resume else None
+    if found is not None:
+        check_identity(found[1].get("identity"), identity, found[0])
+    finished = out / "distilled" / "README.md"
     if acc.is_main_process:
         save_config(cfg, out / "config.yaml")
         if cfg.log_with:
             acc.init_trackers("hf_ssdd_distill", config=config_to_hparams(cfg))
 
-    source, teacher = _load_inputs(cfg, acc)
     resources = get_distiller_class(cfg.method).prepare(cfg, source, teacher, acc, out)
     distiller = create_distiller(
-        cfg.method, method_cfg, source, teacher, accelerator=acc, seed=cfg.seed, **resources
+        cfg.method, _method_config(cfg), source, teacher, accelerator=acc, seed=cfg.seed, **resources
     )
+    total = distiller.num_steps
+    if cfg.resume and finished.is_file():
+        done = DistilledSet.load(out / "distilled")
+        if int(done.meta.get("steps", 0)) >= total:
+            if acc.is_main_process:
+                print(
+                    f"{out} finished at step {done.meta.get('steps', 0)} (asked for {total}): nothing to do"
+                )
+            return done
 
     history: list[dict[str, float]] = []
-    ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None:
-        state = load_checkpoint_state(ckpt)
+    if found is not None:
+        ckpt, state = found
         distiller.load_state_dict(state["distiller"])
         history = state["history"]
         if acc.is_main_process:  # drop metrics logged after the checkpoint (they will be logged again)
             atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            print(f"resumed from {ckpt} (step {distiller.step_count})")
+            print(f"resumed from {ckpt} (step {distiller.step_count} of {total})")
     else:
         distiller.init()
 
     def checkpoint() -> None:
         if acc.is_main_process:
-            save_checkpoint(
-                out,
-                distiller.step_count,
-                {"distiller": distiller.state_dict(), "history": history},
-                keep=cfg.keep_checkpoints,
-            )
+            state = {"distiller": distiller.state_dict(), "history": history, "identity": identity}
+            save_checkpoint(out, distiller.step_count, state, keep=cfg.keep_checkpoints)
             _save_figures(out, distiller, history)
         acc.wait_for_everyone()
 
-    total = distiller.num_steps
     bar = progress(
         total=total,
         initial=distiller.step_count,
@@ -251,13 +296,16 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
                 acc.log(metrics, step=step)
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", it_s=f"{rate:.2f}")
         bar.update(1)
-        if step % cfg.checkpoint_every == 0 and step < total:
+        if (
+            step % cfg.checkpoint_every == 0 or step == total
+        ):  # the final state too: a later run may ask for more
             checkpoint()
     bar.close()
 
     dset = distiller.export()
     if acc.is_main_process:
-        _save_figures(out, distiller, history)
+        if total == 0:  # subset baselines: no steps, hence no checkpoint that drew the figures
+            _save_figures(out, distiller, history)
         dset.save(out / "distilled", overwrite=True)
     acc.wait_for_everyone()
     acc.end_training()

@@ -1,0 +1,273 @@
+"""Runs that cannot lie: identity checked on --resume, one writer per folder, no NaN checkpoint, fallback from a
+corrupt checkpoint, temporaries of a killed writer removed — unit level, then through a real distillation."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import data_path
+
+from hf_ssdd.checkpoint import (
+    NonFiniteStateError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint_state,
+    load_latest_checkpoint,
+    remove_temporaries,
+    save_checkpoint,
+)
+from hf_ssdd.cli import main
+from hf_ssdd.config import parse_config
+from hf_ssdd.distill import DistilledSet
+from hf_ssdd.distill.run import DistillRunConfig, run_distillation
+from hf_ssdd.io import prepare_run_dir
+from hf_ssdd.models import create_backbone
+from hf_ssdd.runs import LOCK_FILE, RunIdentityError, RunLockedError, check_identity, run_identity, run_lock
+
+
+@dataclass
+class _Inner:
+    lr: float = 0.1
+    steps: int = 10
+    sizes: tuple[int, int] = (1, 2)
+
+
+@dataclass
+class _Cfg:
+    seed: int = 0
+    output_dir: str = "a"
+    inner: _Inner = field(default_factory=_Inner)
+    other: _Inner = field(default_factory=_Inner)
+
+
+def test_identity_leaves_out_resumable_keys_and_sections_and_adds_inputs():
+    ident = run_identity(_Cfg(), ["output_dir", "inner.steps", "other."], {"teacher.revision": "abc"})
+    assert ident == {"seed": 0, "inner.lr": 0.1, "inner.sizes": [1, 2], "teacher.revision": "abc"}
+    # JSON-normalized: equal to itself read back from a checkpoint
+    assert json.loads(json.dumps(ident)) == ident
+
+
+def test_check_identity_names_every_differing_key(tmp_path, capsys):
+    saved = run_identity(_Cfg(), [], {"teacher.revision": "abc"})
+    now = run_identity(_Cfg(seed=3, inner=_Inner(lr=0.2)), [], {"teacher.revision": "xyz"})
+    with pytest.raises(RunIdentityError) as info:
+        check_identity(saved, now, tmp_path / "checkpoint-5")
+    message = str(info.value)
+    for part in (
+        "inner.lr: checkpoint 0.1, now 0.2",
+        "seed: checkpoint 0, now 3",
+        "teacher.revision: checkpoint",
+    ):
+        assert part in message
+    assert "--output_dir" in message and "--overwrite" in message and "other." not in message
+    check_identity(saved, dict(saved), tmp_path)  # the same run: no error
+    check_identity(None, now, tmp_path / "old")  # a checkpoint from before identities: a warning
+    assert "predates run identities" in capsys.readouterr().out
+
+
+def test_lock_refuses_a_second_writer_and_takes_over_a_stale_lock(tmp_path):
+    with run_lock(tmp_path / "run") as lock:
+        holder = json.loads(lock.read_text())
+        assert holder["pid"] == os.getpid()
+        code = f"from hf_ssdd.runs import run_lock\nwith run_lock({str(tmp_path / 'run')!r}): pass"
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert (
+            other.returncode != 0
+            and "is in use by process" in other.stderr
+            and str(os.getpid()) in other.stderr
+        )
+    assert not (tmp_path / "run" / LOCK_FILE).exists()  # released
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "run" / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    with run_lock(tmp_path / "run"):  # its holder is gone: stale, taken over
+        pass
+    (tmp_path / "run" / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(RunLockedError, match="process 1 on elsewhere"), run_lock(tmp_path / "run"):
+        pass
+
+
+def test_prepare_run_dir_keeps_the_lock_and_counts_only_content(tmp_path):
+    run = tmp_path / "run"
+    with run_lock(run):
+        prepare_run_dir(run, keep=(LOCK_FILE,))  # the lock alone is not content
+        (run / "old.txt").write_text("x")
+        with pytest.raises(FileExistsError, match="--resume"):
+            prepare_run_dir(run, keep=(LOCK_FILE,))
+        prepare_run_dir(run, overwrite=True, keep=(LOCK_FILE,))
+        assert [p.name for p in run.iterdir()] == [LOCK_FILE]
+
+
+def test_nonfinite_state_is_never_saved(tmp_path):
+    good = save_checkpoint(tmp_path, 5, {"w": torch.ones(3)})
+    with pytest.raises(
+        NonFiniteStateError, match=r"step 10: non-finite values in opt\.0\.m.*checkpoint-00000005"
+    ):
+        save_checkpoint(tmp_path, 10, {"w": torch.ones(3), "opt": [{"m": torch.tensor([1.0, float("nan")])}]})
+    assert (
+        latest_checkpoint(tmp_path) == good
+        and (tmp_path / "checkpoints" / "latest").read_text().strip() == good.name
+    )
+    save_checkpoint(tmp_path, 11, {"steps": torch.tensor([1, 2])})  # integer tensors are never "non-finite"
+
+
+@pytest.mark.parametrize("damage", ["truncated tensors", "broken json"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, damage):
+    save_checkpoint(tmp_path, 1, {"w": torch.full((64,), 1.0)}, keep=None)
+    newest = save_checkpoint(tmp_path, 2, {"w": torch.full((64,), 2.0)}, keep=None)
+    if damage == "truncated tensors":
+        path = newest / "state.safetensors"
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        (newest / "state.json").write_text('{"w": {"__tensor__"')
+    folder, state = load_latest_checkpoint(tmp_path)
+    assert folder.name == "checkpoint-00000001" and torch.equal(state["w"], torch.full((64,), 1.0))
+    assert f"checkpoint {newest} is unreadable" in capsys.readouterr().out
+    (folder / "state.json").write_text("not json")
+    with pytest.raises(ValueError, match="none of the 2 checkpoints"):
+        load_latest_checkpoint(tmp_path)
+    assert load_latest_checkpoint(tmp_path / "empty") is None
+
+
+def test_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    kept = save_checkpoint(tmp_path, 1, {"w": torch.ones(2)})
+    root = tmp_path / "checkpoints"
+    (root / ".checkpoint-00000002.abc.tmp").mkdir()
+    (root / ".checkpoint-00000002.abc.tmp" / "state.json").write_text("{")
+    (root / ".latest.x1.tmp").write_text("checkpoint-00000002")
+    (tmp_path / ".metrics.jsonl.y2.tmp").write_text("{")
+    (root / ".checkpoint-00000001.old").mkdir()
+    removed = remove_temporaries(tmp_path)
+    assert len(removed) == 4 and not any(p.exists() for p in removed)
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-00000001", "latest"] and kept.is_dir()
+
+
+# ----------------------------------------------------------------------------------------------- through a real run
+
+
+def _teacher(folder: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    create_backbone(
+        "convnet_8_16_none", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]
+    ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teachers")
+    return _teacher(root / "a", 0), _teacher(
+        root / "b", 1
+    )  # same architecture and feature size, other weights
+
+
+def _args(teacher, out, steps=10, *extra):
+    return [
+        "--teacher", str(teacher), "--output_dir", str(out), "--seed", "1",
+        "--source.dataset", "cifar10", "--source.max_examples", "256",
+        "--krr_st.num_images", "8", "--krr_st.model", "convnet_8_16_bn", "--krr_st.num_models", "2",
+        "--krr_st.pool_age_limit", "4", "--krr_st.outer_steps", str(steps), "--krr_st.real_batch_size", "32",
+        "--krr_st.outer_lr", "0.01", "--checkpoint_every", "5", "--log_every", "5", *extra,
+    ]  # fmt: skip
+
+
+def _run(*args):
+    return run_distillation(parse_config(DistillRunConfig, list(args)))
+
+
+def test_resume_refuses_another_teacher_or_hyperparameter_and_loses_nothing(tmp_path, teachers, capsys):
+    data_path("cifar10")
+    a, b = teachers
+    out = tmp_path / "run"
+    _run(*_args(a, out, 5))
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    for argv, key in (
+        ([*_args(b, out, 5), "--resume"], "teacher.revision: checkpoint"),
+        (
+            [*_args(a, out, 5, "--krr_st.outer_lr", "0.02"), "--resume"],
+            "krr_st.outer_lr: checkpoint 0.01, now 0.02",
+        ),
+        ([*_args(a, out, 5, "--seed", "2"), "--resume"], "seed: checkpoint 1, now 2"),
+    ):
+        assert main(["distill", *argv]) == 1
+        err = (
+            capsys.readouterr().err.strip().splitlines()[-1]
+        )  # above it: the datasets library's progress bars
+        assert key in err and "--resume refused" in err and err.startswith("hf-ssdd distill: error: ")
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before  # nothing rewritten, not even config.yaml
+    # the keys that may change on resume do not count: cadence, logging, another name for the same teacher
+    shutil.copytree(a, tmp_path / "same-teacher")
+    again = _run(*_args(tmp_path / "same-teacher", out, 5, "--log_every", "1"), "--resume")
+    assert "nothing to do" in capsys.readouterr().out and again.meta["steps"] == 5
+
+
+def test_finished_run_asked_for_more_steps_continues_and_equals_a_longer_run(tmp_path, teachers, capsys):
+    # with a constant outer learning rate; a decaying one continues at its final rate (the checkpoint's schedule)
+    data_path("cifar10")
+    a, _ = teachers
+    constant = ("--krr_st.outer_end_factor", "1.0")
+    longer = _run(*_args(a, tmp_path / "long", 10, *constant))
+    _run(*_args(a, tmp_path / "grown", 5, *constant))
+    grown = _run(*_args(a, tmp_path / "grown", 10, *constant), "--resume")
+    assert "resumed from" in capsys.readouterr().out and grown.meta["steps"] == 10
+    assert torch.equal(grown.images, longer.images) and torch.equal(grown.targets, longer.targets)
+    assert DistilledSet.load(tmp_path / "grown" / "distilled").meta["steps"] == 10
+    records = [json.loads(line) for line in (tmp_path / "grown" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10]  # every record once
+
+
+def test_kill_during_checkpoint_writing_then_resume(tmp_path, teachers, capsys):
+    # the state a SIGKILL inside save_checkpoint leaves: a half-written newest checkpoint and stray temporaries
+    data_path("cifar10")
+    a, _ = teachers
+    full = _run(*_args(a, tmp_path / "full", 10))
+    out = tmp_path / "killed"
+    shutil.copytree(tmp_path / "full", out)
+    shutil.rmtree(out / "distilled")
+    partial = out / "checkpoints" / "checkpoint-00000010"  # the newest: cut short
+    (partial / "state.safetensors").write_bytes((partial / "state.safetensors").read_bytes()[:100])
+    (out / "checkpoints" / ".checkpoint-00000010.k1.tmp").mkdir()
+    (out / "checkpoints" / ".latest.k2.tmp").write_text("checkpoint-00000010")
+    resumed = _run(*_args(a, out, 10), "--resume")
+    printed = capsys.readouterr().out
+    assert "unreadable" in printed and "resumed from" in printed and "checkpoint-00000005" in printed
+    assert torch.equal(resumed.images, full.images) and torch.equal(resumed.targets, full.targets)
+    assert not list((out / "checkpoints").glob(".*")) and not (out / LOCK_FILE).exists()
+
+
+def test_second_writer_on_a_live_run_is_refused(tmp_path, teachers, capsys):
+    data_path("cifar10")
+    a, _ = teachers
+    out = tmp_path / "run"
+    with run_lock(out):  # as if another process were running it
+        assert main(["distill", *_args(a, out, 5)]) == 1
+    assert "is in use by process" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == []  # nothing written by the refused run
+
+
+def test_failed_input_loading_leaves_no_config_blocking_the_rerun(tmp_path, teachers, capsys):
+    a, _ = teachers
+    out = tmp_path / "run"
+    assert main(["distill", *_args(a, out, 5, "--source.dataset", str(tmp_path / "missing"))]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_diverging_run_stops_with_the_last_good_checkpoint_named(tmp_path, teachers, capsys):
+    data_path("cifar10")
+    a, _ = teachers
+    out = tmp_path / "run"
+    assert main(["distill", *_args(a, out, 10, "--krr_st.outer_lr", "1e30")]) == 1
+    err = capsys.readouterr().err
+    assert "diverged" in err and "non-finite" in err
+    for ckpt in list_checkpoints(out):  # whatever was saved before the divergence is finite
+        state = load_checkpoint_state(ckpt)["distiller"]
+        assert all(torch.isfinite(state[k]).all() for k in ("x_syn", "y_syn")), ckpt
+    assert not (out / "distilled").exists()
