@@ -271,3 +271,19 @@ def test_diverging_run_stops_with_the_last_good_checkpoint_named(tmp_path, teach
         state = load_checkpoint_state(ckpt)["distiller"]
         assert all(torch.isfinite(state[k]).all() for k in ("x_syn", "y_syn")), ckpt
     assert not (out / "distilled").exists()
+
+
+def test_teacher_training_resume_refuses_a_changed_hyperparameter(tmp_path, capsys):
+    data_path("cifar10")
+    args = [
+        "--dataset", "cifar10", "--max_examples", "128", "--batch_size", "64", "--output_dir", str(tmp_path / "t"),
+        "--backbone_kwargs", "{layers: [1, 1, 1, 1], widths: [4, 8, 16, 32]}", "--projector_hidden_dim", "16",
+        "--projector_out_dim", "16", "--epochs", "1", "--warmup_epochs", "0", "--checkpoint_every", "1",
+        "--monitor_split", "", "--seed", "0",
+    ]  # fmt: skip
+    assert main(["pretrain-teacher", *args]) == 0
+    capsys.readouterr()
+    assert main(["pretrain-teacher", *args, "--lr", "0.5", "--resume"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--resume refused" in err and "lr: checkpoint 0.3, now 0.5" in err
+    assert main(["pretrain-teacher", *args, "--epochs", "2", "--resume"]) == 0  # a longer run may resume

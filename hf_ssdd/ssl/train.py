@@ -15,6 +15,7 @@ folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,13 +25,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
+from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
 from hf_ssdd.config import Tracker, config_to_hparams, save_config
 from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
 from hf_ssdd.io import atomic_directory, atomic_write_text, prepare_run_dir
 from hf_ssdd.knn import knn_accuracy
 from hf_ssdd.models import create_backbone
 from hf_ssdd.plots import save_curves, save_image_grid
+from hf_ssdd.runs import LOCK_FILE, check_identity, run_identity, run_lock
 from hf_ssdd.ssl.barlow_twins import BarlowTwinsModel
 from hf_ssdd.ssl.optim import build_optimizer, warmup_cosine_scheduler
 from hf_ssdd.utils import derived_generator, progress
@@ -176,6 +178,21 @@ def save_teacher(backbone: nn.Module, folder: Path) -> Path:
     return folder
 
 
+# keys a resumed teacher run may change: the length (the schedule then follows the new length), cadences, folder
+RESUMABLE_KEYS = (
+    "output_dir",
+    "resume",
+    "overwrite",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_with",
+    "epochs",
+    "max_steps",
+    "knn_every",
+)
+
+
 def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
     """Train a Barlow Twins teacher; returns the saved ``output_dir/teacher`` folder."""
     from accelerate import Accelerator
@@ -186,13 +203,15 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
     acc = accelerator or Accelerator(
         mixed_precision="bf16" if bf16 else "no", log_with=cfg.log_with, project_dir=str(out / "logs")
     )
-    if acc.is_main_process:
-        prepare_run_dir(out, cfg.resume, cfg.overwrite)
-        save_config(cfg, out / "config.yaml")
-        if cfg.log_with:
-            acc.init_trackers("hf_ssdd_teacher", config=config_to_hparams(cfg))
-    acc.wait_for_everyone()
+    with run_lock(out) if acc.is_main_process else contextlib.nullcontext():
+        if acc.is_main_process:
+            prepare_run_dir(out, cfg.resume, cfg.overwrite, keep=(LOCK_FILE,))
+            remove_temporaries(out)
+        acc.wait_for_everyone()
+        return _train(cfg, acc, out, cuda)
 
+
+def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
     source = load_image_source(
         cfg.dataset,
         split=cfg.split,
@@ -236,9 +255,16 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
     model, optimizer = acc.prepare(model, optimizer)
 
     step, history, knn_history, minutes_before = 0, [], [], 0.0
-    ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None:
-        state = load_checkpoint_state(ckpt)
+    identity = run_identity(cfg, RESUMABLE_KEYS, {"source.fingerprint": source.fingerprint})
+    found = load_latest_checkpoint(out) if cfg.resume else None
+    if found is not None:
+        check_identity(found[1].get("identity"), identity, found[0])
+    if acc.is_main_process:  # only now: a run whose inputs failed to load leaves nothing behind
+        save_config(cfg, out / "config.yaml")
+        if cfg.log_with:
+            acc.init_trackers("hf_ssdd_teacher", config=config_to_hparams(cfg))
+    if found is not None:
+        state = found[1]
         acc.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -268,6 +294,7 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
                 "history": history,
                 "knn": knn_history,
                 "minutes": minutes(),
+                "identity": identity,
             }
             save_checkpoint(out, step, state, keep=cfg.keep_checkpoints)
             curves = {"Barlow Twins loss": ([h["step"] for h in history], [h["loss"] for h in history])}
