@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from hf_ssdd.data import (
     ImageSource,
+    check_labels,
     compute_normalization_stats,
     decode_images,
     denormalize,
@@ -436,3 +437,75 @@ def test_progress_bar_can_be_disabled(monkeypatch):
     monkeypatch.setenv("HF_SSDD_DISABLE_PROGRESS_BARS", "1")
     with progress_bar(10, "x") as bar:
         assert bar.disable
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# wide grayscale, labels that mean "no label" or are out of range, undecodable rows
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _reference_gray(values: np.ndarray, scale: float) -> np.ndarray:
+    """The reference conversion of wide grayscale: round(x · scale), clipped to 0–255, replicated to 3 channels."""
+    gray = np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    return np.repeat(gray[None], 3, axis=0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fmt", "scale"), [(np.uint16, "PNG", 1 / 257), (np.float32, "TIFF", 255.0)]
+)
+def test_wide_grayscale_is_scaled_not_clipped(tmp_path, dtype, fmt, scale):
+    rng = np.random.default_rng(3)
+    if dtype == np.uint16:
+        arrays = [rng.integers(0, 65536, (6, 6)).astype(np.uint16) for _ in range(3)]
+        arrays[0][0, :3] = [0, 65535, 300]  # both ends, and a value Pillow's own conversion saturates
+    else:
+        arrays = [rng.random((6, 6), dtype=np.float32) for _ in range(3)]
+    encoded = [_encode(PILImage.fromarray(a), fmt) for a in arrays]
+    assert PILImage.open(io.BytesIO(encoded[0]["bytes"])).mode in ("I;16", "F")
+    folder = _write_split(tmp_path / f"wide-{fmt}", *_labeled(encoded, [0, 1, 2]))
+    source = load_image_source(folder, cache_dir=tmp_path / "cache")
+    for row, a in enumerate(arrays):
+        np.testing.assert_array_equal(source.images[row].numpy(), _reference_gray(a, scale))
+    if dtype == np.uint16:
+        assert source.images[0, 0, 0, :3].tolist() == [0, 255, 1]  # 300 / 257 → 1, not 255
+
+
+def test_no_label_rows_are_left_out_with_a_count(tmp_path, capsys):
+    images = [_encode(im) for im in _random_images(5, (6, 6), seed=4)]
+    folder = _write_split(tmp_path / "some-unlabeled", *_labeled(images, [0, -1, 2, -1, 1]))
+    source = load_image_source(folder, cache_dir=tmp_path / "cache")
+    assert source.labels.tolist() == [0, 2, 1] and len(source) == 3
+    for row, original in zip(range(3), (0, 2, 4)):
+        np.testing.assert_array_equal(source.images[row].numpy(), _pil_chw(images[original]["bytes"]))
+    assert "2 rows with the 'no label' value -1 left out, 3 kept" in capsys.readouterr().out
+    folder = _write_split(tmp_path / "all-unlabeled", *_labeled(images[:2], [-1, -1]))
+    unlabeled = load_image_source(folder, cache_dir=tmp_path / "cache")
+    assert unlabeled.labels is None and len(unlabeled) == 2  # an unlabeled split keeps its images
+
+
+def test_out_of_range_labels_are_refused(tmp_path):
+    # a parquet file whose ClassLabel has 3 classes but holds the label 3 (datasets itself refuses to write one)
+    images = [_encode(im) for im in _random_images(3, (6, 6), seed=5)]
+    folder = _write_split(
+        tmp_path / "bad-labels",
+        {"image": images, "label": [0, 3, 1]},
+        Features({"image": Image(), "label": Value("int64")}),
+    )
+    path = folder / "train-00000-of-00001.parquet"
+    labeled = Features({"image": Image(), "label": ClassLabel(names=["a", "b", "c"])})
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata(labeled.arrow_schema.metadata), path)
+    with pytest.raises(
+        ValueError, match=r"column 'label': label 3 at row 1 is outside \[0, 3\) \(1 such rows\)"
+    ):
+        load_image_source(folder, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="label -2 at row 0 is outside non-negative"):
+        check_labels(np.array([-2, 0]), None, "x")
+
+
+def test_undecodable_row_is_named(tmp_path):
+    images = [_encode(im) for im in _random_images(3, (6, 6), seed=6)]
+    images[2] = {"bytes": b"not an image", "path": None}
+    folder = _write_split(tmp_path / "broken", *_labeled(images, [0, 1, 2]))
+    with pytest.raises(ValueError, match=r"cannot decode the image in '.*broken' split 'train', row 2: "):
+        load_image_source(folder, cache_dir=tmp_path / "cache")

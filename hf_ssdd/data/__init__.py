@@ -13,6 +13,7 @@ from hf_ssdd.data.catalog import DatasetSpec, get_spec, list_datasets, normaliza
 from hf_ssdd.data.source import (
     ImageSource,
     ResolvedDataset,
+    check_labels,
     compute_normalization_stats,
     decode_images,
     denormalize,
@@ -32,6 +33,7 @@ __all__ = [
     "ResolvedDataset",
     "augment_view",
     "barlow_twins_views",
+    "check_labels",
     "compute_normalization_stats",
     "crop_flip",
     "decode_images",

@@ -38,7 +38,7 @@ from hf_ssdd.io import atomic_save_safetensors
 DATA_DIR_ENV = "HF_SSDD_DATA_DIR"
 CACHE_ENV = "HF_SSDD_CACHE"
 PROGRESS_ENV = "HF_SSDD_DISABLE_PROGRESS_BARS"
-PREPROCESSING = "rgb-square-lanczos-v1"
+PREPROCESSING = "rgb-square-lanczos-v2"  # v2: wide grayscale scaled, -1 labels left out
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMNS = ("label", "fine_label", "labels")
 _CHUNK_ROWS = 8192
@@ -306,10 +306,24 @@ def image_bytes(item: dict | bytes) -> bytes:
     raise ValueError("image value has neither bytes nor a path")
 
 
+_WIDE_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
 def to_rgb(image: PILImage.Image) -> PILImage.Image:
-    """Convert any Pillow mode (L, LA, RGBA, CMYK, P, ...) to RGB; transparent palettes go through RGBA."""
+    """Convert any Pillow mode to 8-bit RGB.
+
+    8-bit modes (L, LA, RGBA, CMYK, 1, P, ...) go through Pillow's conversion (alpha dropped, transparent palettes
+    through RGBA). Wide grayscale is scaled instead of clipped (Pillow's own conversion saturates at 255): 16-bit
+    and 32-bit integer (``I;16*``, ``I``) by round(x / 257) from 0–65535, float (``F``) by round(255 · x) from
+    [0, 1]; values outside those ranges are clipped.
+    """
     if image.mode == "RGB":
         return image
+    if image.mode in _WIDE_GRAY:
+        x = np.asarray(image, dtype=np.float64)
+        x = x * 255.0 if image.mode == "F" else x / 257.0
+        gray = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        return PILImage.fromarray(np.repeat(gray[..., None], 3, axis=2))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
@@ -340,7 +354,12 @@ def _decode_one(item: dict | bytes, size: int, resize: bool) -> np.ndarray:
 
 
 def decode_images(
-    items: Sequence[dict | bytes], image_size: int, resize: bool = True, num_threads: int | None = None
+    items: Sequence[dict | bytes],
+    image_size: int,
+    resize: bool = True,
+    num_threads: int | None = None,
+    where: str = "",
+    first_row: int = 0,
 ) -> np.ndarray:
     """Decode encoded images to an N×3×S×S uint8 array with Pillow in a thread pool.
 
@@ -349,12 +368,27 @@ def decode_images(
         image_size: output side length S.
         resize: resize images of another size (square, LANCZOS); if ``False`` such images raise ``ValueError``.
         num_threads: decoding threads (default ``min(8, cpu_count)``).
+        where: what the items come from (dataset and split), for error messages.
+        first_row: row number of ``items[0]`` in that dataset, for error messages.
+
+    Raises:
+        ValueError: an image cannot be decoded; the message names ``where``, the row and, for file-backed images,
+            the file.
     """
     out = np.empty((len(items), 3, image_size, image_size), dtype=np.uint8)
 
     def work(rows: range) -> None:
         for i in rows:
-            out[i] = _decode_one(items[i], image_size, resize)
+            try:
+                out[i] = _decode_one(items[i], image_size, resize)
+            except Exception as error:
+                item = items[i]
+                path = item.get("path") if isinstance(item, dict) else None
+                raise ValueError(
+                    f"cannot decode the image in {where or 'the dataset'}, row {first_row + i}"
+                    f"{f' ({path})' if path else ''}: {type(error).__name__}: {error}; re-encode that image or "
+                    "leave the row out"
+                ) from error
 
     batches = [range(s, min(s + _THREAD_BATCH, len(items))) for s in range(0, len(items), _THREAD_BATCH)]
     threads = num_threads or min(8, os.cpu_count() or 1)
@@ -545,7 +579,8 @@ def load_image_source(
     )
     path = Path(cache_dir or default_cache_dir()) / "sources" / f"{key}.safetensors"
     if not path.is_file():
-        _write_cache(path, *_decode_split(dataset, image_col, label_col, rows, size, resize))
+        where = f"{resolved.ref!r} split {split!r}"
+        _write_cache(path, *_decode_split(dataset, image_col, label_col, rows, size, resize, where))
     images, labels, meta = _read_cache(path)
     catalog = resolved.spec.stats(size, convention) if resolved.spec else None
     mean, std = catalog or (tuple(meta["mean"]), tuple(meta["std"]))
@@ -574,9 +609,19 @@ def _num_rows(dataset: datasets.Dataset, max_examples: int | None, ref: str, spl
 
 
 def _decode_split(
-    dataset: datasets.Dataset, image_col: str, label_col: str | None, rows: int, size: int, resize: bool
+    dataset: datasets.Dataset,
+    image_col: str,
+    label_col: str | None,
+    rows: int,
+    size: int,
+    resize: bool,
+    where: str = "the dataset",
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
-    """Decode the first ``rows`` rows: (uint8 images, int64 labels or None, metadata with stats and class names)."""
+    """Decode the first ``rows`` rows: (uint8 images, int64 labels or None, metadata with stats and class names).
+
+    Labels are checked (:func:`check_labels`); rows with the "no label" value -1 are left out, or, when no row has
+    a label, the split is returned unlabeled with every image.
+    """
     images = np.empty((rows, 3, size, size), dtype=np.uint8)
     labels = np.empty(rows, dtype=np.int64) if label_col else None
     arrow = dataset.select_columns([c for c in (image_col, label_col) if c]).with_format("arrow")
@@ -584,17 +629,45 @@ def _decode_split(
         for start in range(0, rows, _CHUNK_ROWS):
             table = arrow[start : min(start + _CHUNK_ROWS, rows)]
             images[start : start + len(table)] = decode_images(
-                table.column(image_col).to_pylist(), size, resize
+                table.column(image_col).to_pylist(), size, resize, where=where, first_row=start
             )
             if labels is not None:
-                labels[start : start + len(table)] = table.column(label_col).to_numpy()
+                labels[start : start + len(table)] = table.column(label_col).fill_null(-1).to_numpy()
             bar.update(len(table))
-    tensor = torch.from_numpy(images)
-    mean, std = compute_normalization_stats(tensor)
     label_feature = dataset.features[label_col] if label_col else None
     names = label_feature.names if isinstance(label_feature, ClassLabel) else None
-    meta = {"class_names": names, "mean": mean, "std": std}
+    excluded = 0
+    if labels is not None:
+        keep = check_labels(labels, len(names) if names else None, f"{where}, column {label_col!r}")
+        if not keep.any():
+            print(f"{where}: no row has a label (all -1): loaded as unlabeled")
+            labels = None
+        elif not keep.all():
+            excluded = int((~keep).sum())
+            print(f"{where}: {excluded} rows with the 'no label' value -1 left out, {int(keep.sum())} kept")
+            images, labels = images[keep], labels[keep]
+    tensor = torch.from_numpy(images)
+    mean, std = compute_normalization_stats(tensor)
+    meta = {"class_names": names, "mean": mean, "std": std, "unlabeled_rows_left_out": excluded}
     return tensor, None if labels is None else torch.from_numpy(labels), meta
+
+
+def check_labels(labels: np.ndarray, num_classes: int | None, where: str) -> np.ndarray:
+    """The rows to keep: every row but those with the "no label" value -1 (Hugging Face's ``ClassLabel`` convention).
+
+    Raises:
+        ValueError: a label below -1, or (with ``num_classes``) at or above ``num_classes``; names the row.
+    """
+    upper = num_classes if num_classes is not None else np.iinfo(np.int64).max
+    bad = np.flatnonzero((labels < -1) | (labels >= upper))
+    if bad.size:
+        row = int(bad[0])
+        allowed = f"[0, {num_classes})" if num_classes is not None else "non-negative"
+        raise ValueError(
+            f"{where}: label {int(labels[row])} at row {row} is outside {allowed} ({bad.size} such rows); fix the "
+            "labels, or mark rows without a label with -1"
+        )
+    return labels != -1
 
 
 def _write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor | None, meta: dict[str, Any]) -> None:
