@@ -93,21 +93,72 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+REPLACED = ".replaced"  # where --overwrite keeps the old run until the new one has started
+
+
 def prepare_run_dir(
     path: str | Path, resume: bool = False, overwrite: bool = False, keep: tuple[str, ...] = ()
 ) -> Path:
-    """Create a run's output folder; a non-empty one is refused unless the run resumes or overwrites (empties) it.
+    """Create a run's output folder; a non-empty one is refused unless the run resumes or overwrites it.
 
-    Entries named in ``keep`` (e.g. the run's lock file) neither count as content nor are deleted.
+    With ``overwrite`` the old content is moved into ``<path>/.replaced`` rather than deleted, so that a new run
+    that fails before it has started can put it back (:func:`restore_replaced`); once it has started it deletes it
+    (:func:`discard_replaced`). Entries named in ``keep`` (e.g. the run's lock file) neither count as content nor
+    move.
     """
     path = Path(path)
-    content = [p for p in path.iterdir() if p.name not in keep] if path.is_dir() else []
+    skip = {*keep, REPLACED}
+    content = [p for p in path.iterdir() if p.name not in skip] if path.is_dir() else []
     if content and not (resume or overwrite):
         raise FileExistsError(
             f"{path} is not empty; pass --resume to continue that run or --overwrite to start over"
         )
-    if overwrite and not resume:
-        for entry in content:
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
+    if overwrite and not resume and content:
+        aside = path / REPLACED
+        shutil.rmtree(
+            aside, ignore_errors=True
+        )  # left by an overwrite that was killed: that run was replaced
+        aside.mkdir()
+        for entry in content:
+            os.replace(entry, aside / entry.name)
     return path
+
+
+def restore_replaced(path: str | Path, keep: tuple[str, ...] = ()) -> bool:
+    """Put back the run that ``--overwrite`` moved aside (the new run failed before starting); ``True`` if any.
+
+    Everything the failed run wrote is deleted first, except the entries named in ``keep``.
+    """
+    path = Path(path)
+    aside = path / REPLACED
+    if not aside.is_dir():
+        return False
+    for entry in path.iterdir():
+        if entry.name not in (REPLACED, *keep):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    for entry in aside.iterdir():
+        os.replace(entry, path / entry.name)
+    aside.rmdir()
+    return True
+
+
+def discard_replaced(path: str | Path) -> None:
+    """Delete the run that ``--overwrite`` moved aside, once the new run has started."""
+    shutil.rmtree(Path(path) / REPLACED, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replaced_run_kept_until_started(
+    path: str | Path, keep: tuple[str, ...] = (), enabled: bool = True
+) -> Iterator[None]:
+    """Wrap a run's start (loading and checking its inputs): a failure in the block puts back the run that
+    ``--overwrite`` moved aside, success deletes it. ``enabled``: only the main process acts."""
+    try:
+        yield
+    except BaseException:
+        if enabled and restore_replaced(path, keep):
+            print(f"the new run failed before it started; the run it was to replace is back in {path}")
+        raise
+    if enabled:
+        discard_replaced(path)

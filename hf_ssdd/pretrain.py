@@ -148,6 +148,8 @@ class PretrainConfig:
         augment: augment the synthetic images (random crop and flip); both papers do not.
         seed: seed of the initialization and the batch order.
         output_dir: where ``encoder/`` and ``pretrain.json`` are written.
+        assume_mean: the images' normalization mean, for a set whose card does not record it (else refused).
+        assume_std: the images' normalization std, with ``assume_mean``.
     """
 
     distilled_set: str = ""
@@ -161,13 +163,17 @@ class PretrainConfig:
     augment: bool = False
     seed: int = 0
     output_dir: str = "runs/pretrain"
+    assume_mean: list[float] | None = None
+    assume_std: list[float] | None = None
 
 
 def run_pretrain(cfg: PretrainConfig) -> Path:
     """Load the set, pre-train, save ``output_dir/encoder`` and ``output_dir/pretrain.json``; returns the encoder folder."""
     if not cfg.distilled_set:
         raise ValueError("pass --distilled_set <folder or Hub id>")
-    dset = DistilledSet.from_pretrained(cfg.distilled_set)
+    dset = DistilledSet.from_pretrained(
+        cfg.distilled_set, assume_mean=cfg.assume_mean, assume_std=cfg.assume_std
+    )
     settings = resolve_settings(
         dset,
         cfg.recipe,

@@ -97,3 +97,18 @@ def test_bad_input_and_no_half_written_folder(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         dset.save(tmp_path / "broken")
     assert not (tmp_path / "broken").exists()
+
+
+def test_unrecorded_normalization_is_refused_not_defaulted(tmp_path):
+    dset = _set()
+    dset.save(tmp_path / "set")
+    (tmp_path / "set" / "README.md").unlink()
+    with pytest.raises(
+        DistilledSetError, match="has no README.md card, so the normalization of its images is unknown"
+    ):
+        DistilledSet.load(tmp_path / "set")
+    with pytest.raises(DistilledSetError, match="together"):
+        DistilledSet.load(tmp_path / "set", assume_mean=[0.5] * 3)
+    assumed = DistilledSet.load(tmp_path / "set", assume_mean=[0.5, 0.4, 0.3], assume_std=[0.2, 0.2, 0.2])
+    assert assumed.mean == (0.5, 0.4, 0.3) and assumed.meta["normalization_assumed"] is True
+    assert torch.equal(assumed.images, dset.images)

@@ -100,8 +100,9 @@ def test_prepare_run_dir_keeps_the_lock_and_counts_only_content(tmp_path):
         (run / "old.txt").write_text("x")
         with pytest.raises(FileExistsError, match="--resume"):
             prepare_run_dir(run, keep=(LOCK_FILE,))
-        prepare_run_dir(run, overwrite=True, keep=(LOCK_FILE,))
-        assert [p.name for p in run.iterdir()] == [LOCK_FILE]
+        prepare_run_dir(run, overwrite=True, keep=(LOCK_FILE,))  # the old content waits aside
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE, ".replaced"]
+        assert (run / ".replaced" / "old.txt").read_text() == "x"
 
 
 def test_nonfinite_state_is_never_saved(tmp_path):
@@ -287,3 +288,19 @@ def test_teacher_training_resume_refuses_a_changed_hyperparameter(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--resume refused" in err and "lr: checkpoint 0.3, now 0.5" in err
     assert main(["pretrain-teacher", *args, "--epochs", "2", "--resume"]) == 0  # a longer run may resume
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_started(tmp_path, teachers, capsys):
+    data_path("cifar10")
+    a, _ = teachers
+    out = tmp_path / "run"
+    _run(*_args(a, out, 5))
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    broken = [*_args(a, out, 5, "--source.dataset", str(tmp_path / "missing")), "--overwrite"]
+    assert main(["distill", *broken]) == 1
+    assert "is back in" in capsys.readouterr().out
+    after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before  # the failed overwrite lost nothing
+    replaced = _run(*_args(a, out, 5, "--seed", "2"), "--overwrite")
+    assert replaced.meta["seed"] == 2 and not (out / ".replaced").exists()
+    assert DistilledSet.load(out / "distilled").meta["seed"] == 2

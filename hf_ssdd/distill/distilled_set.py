@@ -13,6 +13,7 @@ data/train-00000-of-00001.parquet       image (PNG preview), pixel_values (exact
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,8 +168,21 @@ class DistilledSet:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> DistilledSet:
-        """Load a folder written by :meth:`save` (bit-exact tensors and metadata)."""
+    def load(
+        cls,
+        folder: str | Path,
+        assume_mean: Sequence[float] | None = None,
+        assume_std: Sequence[float] | None = None,
+    ) -> DistilledSet:
+        """Load a folder written by :meth:`save` (bit-exact tensors and metadata).
+
+        The images are only meaningful with the normalization they were stored in, so a folder whose card does
+        not record it (``README.md`` missing, or without ``hf_ssdd.mean`` / ``std``) is refused unless the caller
+        states it with ``assume_mean`` and ``assume_std``; it is never filled in with defaults.
+
+        Raises:
+            DistilledSetError: no data files, missing columns, or unrecorded normalization without an assumption.
+        """
         from datasets import load_dataset
         from huggingface_hub import DatasetCard
 
@@ -179,6 +193,22 @@ class DistilledSet:
         meta: dict[str, Any] = {}
         if (folder / "README.md").is_file():
             meta = dict(DatasetCard.load(folder / "README.md").data.to_dict().get(META_KEY) or {})
+        if (assume_mean is None) != (assume_std is None):
+            raise DistilledSetError(
+                "pass assume_mean and assume_std together (the normalization of the images)"
+            )
+        if assume_mean is not None and assume_std is not None:
+            meta.update(mean=list(assume_mean), std=list(assume_std), normalization_assumed=True)
+        elif "mean" not in meta or "std" not in meta:
+            where = (
+                "has no README.md card"
+                if not (folder / "README.md").is_file()
+                else "has a card without hf_ssdd mean/std"
+            )
+            raise DistilledSetError(
+                f"{folder} {where}, so the normalization of its images is unknown; restore the card, or state it "
+                "with --assume_mean / --assume_std (DistilledSet.load(..., assume_mean=, assume_std=))"
+            )
         ds = load_dataset("parquet", data_files=[str(f) for f in files], split="train")
         missing = {"pixel_values", "target"} - set(ds.column_names)
         if missing:
@@ -239,13 +269,18 @@ class DistilledSet:
 
     @classmethod
     def from_pretrained(
-        cls, repo_id_or_folder: str | Path, revision: str | None = None, token: str | None = None
+        cls,
+        repo_id_or_folder: str | Path,
+        revision: str | None = None,
+        token: str | None = None,
+        assume_mean: Sequence[float] | None = None,
+        assume_std: Sequence[float] | None = None,
     ) -> DistilledSet:
         """Load from a local folder or a Hub dataset repo (``org/name``, at ``revision``; ``token`` for
-        private repos, default: the logged-in one)."""
+        private repos, default: the logged-in one); ``assume_*`` as in :meth:`load`."""
         path = Path(repo_id_or_folder).expanduser()
         if path.is_dir():
-            return cls.load(path)
+            return cls.load(path, assume_mean, assume_std)
         from huggingface_hub import snapshot_download
 
         try:
@@ -257,4 +292,4 @@ class DistilledSet:
                 f"cannot load distilled set {repo_id_or_folder!r}: not a local folder and the Hub copy is unavailable "
                 f"({type(e).__name__}: {e})"
             ) from e
-        return cls.load(local)
+        return cls.load(local, assume_mean, assume_std)

@@ -36,7 +36,7 @@ from hf_ssdd.distill.experts import ExpertTrajectory
 from hf_ssdd.distill.krr_st import KRRSTConfig
 from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller
 from hf_ssdd.distill.subsets import SubsetConfig
-from hf_ssdd.io import atomic_write_text, prepare_run_dir
+from hf_ssdd.io import atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
 from hf_ssdd.plots import save_before_after_grid, save_curves, save_image_grid
 from hf_ssdd.runs import LOCK_FILE, check_identity, run_identity, run_lock
 from hf_ssdd.teachers import Teacher
@@ -233,11 +233,12 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
 
 
 def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
-    source, teacher = _load_inputs(cfg, acc)
-    identity = distill_identity(cfg, source, teacher)
-    found = load_latest_checkpoint(out) if cfg.resume else None
-    if found is not None:
-        check_identity(found[1].get("identity"), identity, found[0])
+    with replaced_run_kept_until_started(out, (LOCK_FILE,), acc.is_main_process):
+        source, teacher = _load_inputs(cfg, acc)
+        identity = distill_identity(cfg, source, teacher)
+        found = load_latest_checkpoint(out) if cfg.resume else None
+        if found is not None:
+            check_identity(found[1].get("identity"), identity, found[0])
     finished = out / "distilled" / "README.md"
     if acc.is_main_process:
         save_config(cfg, out / "config.yaml")

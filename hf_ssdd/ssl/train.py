@@ -28,7 +28,7 @@ from torch import nn
 from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
 from hf_ssdd.config import Tracker, config_to_hparams, save_config
 from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
-from hf_ssdd.io import atomic_directory, atomic_write_text, prepare_run_dir
+from hf_ssdd.io import atomic_directory, atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
 from hf_ssdd.knn import knn_accuracy
 from hf_ssdd.models import create_backbone
 from hf_ssdd.plots import save_curves, save_image_grid
@@ -212,18 +212,19 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
 
 
 def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
-    source = load_image_source(
-        cfg.dataset,
-        split=cfg.split,
-        image_size=cfg.image_size,
-        device=acc.device,
-        max_examples=cfg.max_examples,
-    )
-    monitor = None
-    if cfg.monitor_split and source.labels is not None:
-        monitor = load_image_source(
-            cfg.dataset, split=cfg.monitor_split, image_size=source.image_size, device=acc.device
+    with replaced_run_kept_until_started(out, (LOCK_FILE,), acc.is_main_process):
+        source = load_image_source(
+            cfg.dataset,
+            split=cfg.split,
+            image_size=cfg.image_size,
+            device=acc.device,
+            max_examples=cfg.max_examples,
         )
+        monitor = None
+        if cfg.monitor_split and source.labels is not None:
+            monitor = load_image_source(
+                cfg.dataset, split=cfg.monitor_split, image_size=source.image_size, device=acc.device
+            )
     size = source.image_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
