@@ -135,6 +135,8 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     Raises:
         NonFiniteStateError: the state holds NaN / inf (nothing is written; the newest good checkpoint is named).
     """
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep must be at least 1 (the newest checkpoint is always kept), got {keep}")
     bad = nonfinite_tensors(state)
     if bad:
         last = latest_checkpoint(run_dir)

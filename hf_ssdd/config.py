@@ -35,6 +35,22 @@ class ConfigError(ValueError):
     """A configuration key or value is invalid."""
 
 
+def require_at_least(config: Any, minimum: float, *names: str) -> None:
+    """Raise ``ValueError`` naming the first option among ``names`` that is set (not None) and below ``minimum``."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name} must be at least {minimum}, got {value}")
+
+
+def require_positive(config: Any, *names: str) -> None:
+    """Raise ``ValueError`` naming the first option among ``names`` that is set (not None) and not above 0."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be positive, got {value}")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or a command-line string) to the annotated type ``tp``."""
     origin = typing.get_origin(tp)

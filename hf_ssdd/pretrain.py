@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hf_ssdd.config import require_at_least
 from hf_ssdd.data import random_crop_flip
 from hf_ssdd.distill.distilled_set import PRETRAINING_RECIPES as RECIPES
 from hf_ssdd.distill.distilled_set import DistilledSet
@@ -165,6 +166,10 @@ class PretrainConfig:
     output_dir: str = "runs/pretrain"
     assume_mean: list[float] | None = None
     assume_std: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "epochs", "batch_size")
+        require_at_least(self, 0, "lr", "momentum", "weight_decay", "seed")
 
 
 def run_pretrain(cfg: PretrainConfig) -> Path:

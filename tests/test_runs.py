@@ -304,3 +304,24 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_started(tmp_path, tea
     replaced = _run(*_args(a, out, 5, "--seed", "2"), "--overwrite")
     assert replaced.meta["seed"] == 2 and not (out / ".replaced").exists()
     assert DistilledSet.load(out / "distilled").meta["seed"] == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "message"),
+    [
+        ("distill", "--keep_checkpoints", "0", "keep_checkpoints must be at least 1"),
+        ("distill", "--keep_checkpoints", "-5", "keep_checkpoints must be at least 1"),
+        ("distill", "--checkpoint_every", "0", "checkpoint_every must be at least 1"),
+        ("pretrain-teacher", "--lr", "-0.1", "lr must be at least 0"),
+        ("pretrain-teacher", "--batch_size", "0", "batch_size must be at least 1"),
+        ("pretrain-teacher", "--knn_temperature", "0", "knn_temperature must be positive"),
+        ("pretrain", "--epochs", "0", "epochs must be at least 1"),
+    ],
+)
+def test_out_of_range_options_are_refused_before_any_work(tmp_path, capsys, command, option, value, message):
+    # e.g. a non-positive keep_checkpoints used to delete every checkpoint, the newest included
+    assert main([command, "--output_dir", str(tmp_path / "run"), option, value]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="keep must be at least 1"):
+        save_checkpoint(tmp_path, 1, {"w": torch.ones(1)}, keep=0)

@@ -28,7 +28,7 @@ from accelerate.utils import DistributedType
 
 from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
-from hf_ssdd.config import Tracker, config_to_hparams, save_config
+from hf_ssdd.config import Tracker, config_to_hparams, require_at_least, save_config
 from hf_ssdd.data import load_image_source
 from hf_ssdd.distill.base import create_distiller, get_distiller_class
 from hf_ssdd.distill.distilled_set import DistilledSet
@@ -111,6 +111,10 @@ class DistillRunConfig:
     high_loss: MKDTConfig = field(default_factory=lambda: MKDTConfig(iterations=0))
     random: SubsetConfig = field(default_factory=SubsetConfig)
     kmeans: SubsetConfig = field(default_factory=SubsetConfig)
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 0, "seed")
+        require_at_least(self, 1, "checkpoint_every", "keep_checkpoints", "log_every")
 
 
 class RunError(RuntimeError):

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
-from hf_ssdd.config import Tracker, config_to_hparams, save_config
+from hf_ssdd.config import Tracker, config_to_hparams, require_at_least, require_positive, save_config
 from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
 from hf_ssdd.io import atomic_directory, atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
 from hf_ssdd.knn import knn_accuracy
@@ -113,6 +113,17 @@ class TeacherTrainConfig:
     resume: bool = False
     overwrite: bool = False
     log_with: Tracker | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 0, "lr", "weight_decay", "momentum", "lambd", "warmup_epochs", "seed")
+        require_at_least(
+            self, 1, "projector_hidden_dim", "projector_out_dim", "batch_size", "epochs", "max_steps"
+        )
+        require_at_least(
+            self, 1, "knn_every", "knn_k", "knn_max_train", "checkpoint_every", "keep_checkpoints"
+        )
+        require_at_least(self, 1, "log_every", "max_examples", "image_size")
+        require_positive(self, "scale_loss", "lars_eta", "knn_temperature")
 
 
 def _view_config(cfg: TeacherTrainConfig, size: int, solarization_prob: float) -> BarlowTwinsAugmentConfig:
