@@ -101,16 +101,24 @@ class Teacher:
             teacher = cls(model, prep, ref, rev, "timm", pooling, precision)
         else:
             folder, rev = _resolve_folder(ref, revision)
-            config = json.loads((folder / "config.json").read_text())
-            if str(config.get("model_type", "")).startswith("ssdd_"):
-                model, prep = _load_hf_ssdd(folder, config)
-                kind: TeacherKind = "hf_ssdd"
-            elif "pretrained_cfg" in config and "model_type" not in config:
-                model, prep, _ = _load_timm(f"local-dir:{folder}", None)
-                kind = "timm"
-            else:
-                model, prep = _load_transformers(folder, config)
-                kind = "transformers"
+            try:
+                config = json.loads((folder / "config.json").read_text())
+                if str(config.get("model_type", "")).startswith("ssdd_"):
+                    model, prep = _load_hf_ssdd(folder, config)
+                    kind: TeacherKind = "hf_ssdd"
+                elif "pretrained_cfg" in config and "model_type" not in config:
+                    model, prep, _ = _load_timm(f"local-dir:{folder}", None)
+                    kind = "timm"
+                else:
+                    model, prep = _load_transformers(folder, config)
+                    kind = "transformers"
+            except TeacherError:
+                raise
+            except Exception as error:  # corrupt config or weights: JSON, safetensors, transformers errors
+                raise TeacherError(
+                    f"cannot load the teacher in {folder} ({type(error).__name__}: {error}); its config.json or "
+                    "weight files are unreadable — save or download it again"
+                ) from error
             teacher = cls(model, prep, ref, rev, kind, pooling, precision)
         return teacher.to(device) if device is not None else teacher
 

@@ -325,3 +325,21 @@ def test_out_of_range_options_are_refused_before_any_work(tmp_path, capsys, comm
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="keep must be at least 1"):
         save_checkpoint(tmp_path, 1, {"w": torch.ones(1)}, keep=0)
+
+
+def test_corrupt_parquet_shard_and_teacher_weights_are_named(tmp_path, teachers, capsys):
+    shard = tmp_path / "ds" / "train-00000-of-00001.parquet"
+    shard.parent.mkdir()
+    shard.write_bytes(b"PAR1" + bytes(500))  # a truncated file: no footer
+    assert main(["distill", "--source.dataset", str(shard.parent), "--output_dir", str(tmp_path / "r1")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cannot read split 'train'" in err and str(shard) in err and "Traceback" not in err
+    a, _ = teachers
+    broken = tmp_path / "teacher"
+    shutil.copytree(a, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    from hf_ssdd.teachers import Teacher, TeacherError
+
+    with pytest.raises(TeacherError, match=f"cannot load the teacher in {broken}.*SafetensorError"):
+        Teacher.from_pretrained(broken)

@@ -26,6 +26,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from datasets import ClassLabel, Features, Image, Value, load_dataset
 from PIL import Image as PILImage
@@ -178,6 +179,14 @@ def load_hf_dataset(
         return load_dataset(
             resolved.path_or_id, data_files=data_files, split=split, streaming=streaming, revision=revision
         )
+    except pa.ArrowException as err:  # a corrupt or truncated parquet shard
+        files = sorted({f for fs in (data_files or {}).values() for f in fs}) or [
+            str(resolved.local_dir or resolved.ref)
+        ]
+        raise ValueError(
+            f"cannot read split {split!r} of {resolved.ref!r}: {err} (files: {', '.join(files[:4])}"
+            f"{' …' if len(files) > 4 else ''}); replace the damaged file, e.g. with `hf-ssdd download`"
+        ) from err
     except ValueError as err:
         if "Unknown split" in str(err):
             raise ValueError(f"{resolved.ref!r} has no split {split!r}: {err}") from err
