@@ -8,9 +8,7 @@ from hf_ssdd.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint_state,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
     unflatten_state,
 )
 
@@ -35,7 +33,7 @@ def test_optimizer_and_rng_state_round_trip(tmp_path):
     state = {
         "model": model.state_dict(),
         "opt": opt.state_dict(),
-        "rng": rng_state(),
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
         "step": 5,
         "x": (1, "a"),
     }
@@ -46,14 +44,6 @@ def test_optimizer_and_rng_state_round_trip(tmp_path):
     assert _same(loaded, state)
     opt2 = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(loaded["opt"])
-
-
-def test_rng_restore_reproduces_draws():
-    state = rng_state()
-    a = (random.random(), np.random.rand(), torch.rand(3))
-    set_rng_state(state)
-    b = (random.random(), np.random.rand(), torch.rand(3))
-    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
 
 
 def test_pruning_and_latest(tmp_path):

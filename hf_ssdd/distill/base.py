@@ -104,10 +104,6 @@ class Distiller(ABC):
     def export(self) -> DistilledSet:
         """The current synthetic set as a :class:`DistilledSet`."""
 
-    def synthetic_images(self) -> torch.Tensor:
-        """The current synthetic images (normalized space) for image grids."""
-        return self.export().images
-
     def base_meta(self) -> dict[str, Any]:
         """Metadata common to every method: source and teacher identity, normalization."""
         src = self.source
