@@ -155,7 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage = " ".join(
             ["usage: hf-ssdd", name, *(k.upper() for k in cmd.positional), "[--config NAME|FILE.yaml]"]
         )
-        print(f"hf-ssdd {name}: {cmd.help}\n\n{usage} [--key value ...]\n\n{config_help(config_cls)}")
+        hide, note = _other_method_sections(config_cls, [a for a in rest if a not in ("-h", "--help")])
+        print(
+            f"hf-ssdd {name}: {cmd.help}\n\n{usage} [--key value ...]\n\n{config_help(config_cls, hide)}{note}"
+        )
         return 0
     try:
         cfg = parse_config(config_cls, _positional_to_options(cmd.positional, rest))
@@ -170,6 +173,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hf-ssdd {name}: error: {e}  (--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
         return 1
     return 0
+
+
+def _other_method_sections(config_cls: type, argv: list[str]) -> tuple[tuple[str, ...], str]:
+    """For configs with one section per method: the other methods' sections (hidden from --help) and a note."""
+    sections = getattr(config_cls, "METHOD_SECTIONS", ())
+    if not sections:
+        return (), ""
+    try:
+        method = parse_config(config_cls, argv).method
+    except (ConfigError, ValueError):
+        method = config_cls().method
+    others = [m for m in sections if m != method]
+    note = f"\n\n(keys of method {method!r} shown; for another: --method {{{', '.join(others)}}} --help)"
+    return tuple(f"{m}." for m in others), note
 
 
 def _user_facing(error: Exception) -> bool:

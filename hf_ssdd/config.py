@@ -337,10 +337,15 @@ def config_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]
     return rows
 
 
-def config_help(cls: type) -> str:
-    """Two lines per config key: ``--key (type) = default``, then its description (dotted keys for nested configs)."""
+def config_help(cls: type, hide: Sequence[str] = ()) -> str:
+    """Two lines per config key: ``--key (type) = default``, then its description (dotted keys for nested configs).
+
+    Keys that start with one of ``hide`` (e.g. ``"mkdt."``: another method's section) are left out.
+    """
     lines = []
     for key, tp, default, text in config_fields(cls):
+        if key.startswith(tuple(hide)):
+            continue
         lines.append(f"  --{key} ({tp}) = {default!r}")
         text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")  # reST markup → plain text
         lines.append(f"      {text}" if text else "      (no description)")

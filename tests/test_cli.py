@@ -54,9 +54,13 @@ def test_disabling_progress_bars_reaches_the_hf_libraries(hf_first):
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_describes_every_key(command, capsys):
-    assert main([command, "--help"]) == 0
-    out = capsys.readouterr().out
-    rows = config_fields(_load(COMMANDS[command].config))
+    config = _load(COMMANDS[command].config)
+    sections = getattr(config, "METHOD_SECTIONS", ())
+    out = ""
+    for method in sections or [None]:  # one method's section at a time
+        assert main([command, *(["--method", method] if method else []), "--help"]) == 0
+        out += capsys.readouterr().out
+    rows = config_fields(config)
     assert rows
     for key, tp, _, _ in rows:
         line = f"  --{key} ({tp}) = "
@@ -103,3 +107,13 @@ def test_field_help_reads_the_attributes_section():
         beta: Literal["x", "y"] = "x"
 
     assert field_help(Cfg) == {"alpha": "the first key, continued.", "beta": "the second key."}
+
+
+def test_distill_help_shows_only_the_chosen_methods_keys(capsys):
+    assert main(["distill", "--method", "mkdt", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "  --mkdt.iterations (int) = " in out and "--krr_st." not in out and "--kmeans." not in out
+    assert "--method {krr_st, high_loss, random, kmeans} --help" in out
+    assert main(["distill", "--config", "quickstart", "--help"]) == 0  # the config's method: krr_st
+    out = capsys.readouterr().out
+    assert "  --krr_st.outer_steps (int) = " in out and "--mkdt." not in out

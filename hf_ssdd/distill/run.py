@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from accelerate.utils import DistributedType
 
@@ -111,6 +111,8 @@ class DistillRunConfig:
     high_loss: MKDTConfig = field(default_factory=lambda: MKDTConfig(iterations=0))
     random: SubsetConfig = field(default_factory=SubsetConfig)
     kmeans: SubsetConfig = field(default_factory=SubsetConfig)
+
+    METHOD_SECTIONS: ClassVar[tuple[str, ...]] = ("krr_st", "mkdt", "high_loss", "random", "kmeans")
 
     def __post_init__(self) -> None:
         require_at_least(self, 0, "seed")
@@ -204,13 +206,12 @@ RESUMABLE_KEYS = (
     "krr_st.outer_steps",
     "mkdt.iterations",
 )
-METHOD_SECTIONS = ("krr_st", "mkdt", "high_loss", "random", "kmeans")
 
 
 def distill_identity(cfg: DistillRunConfig, source: Any, teacher: Teacher) -> dict[str, Any]:
     """What must match for ``--resume``: the config (other methods' sections and :data:`RESUMABLE_KEYS` aside),
     the source's fingerprint and the teacher's revision."""
-    others = [f"{m}." for m in METHOD_SECTIONS if m != cfg.method]
+    others = [f"{m}." for m in cfg.METHOD_SECTIONS if m != cfg.method]
     inputs = {"source.fingerprint": source.fingerprint, "teacher.revision": teacher.revision}
     return run_identity(cfg, [*RESUMABLE_KEYS, *others], inputs)
 
