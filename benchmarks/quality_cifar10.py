@@ -1,6 +1,7 @@
 """Quality benchmark: CIFAR-10 → every method → pre-train → transfer, with its table in RESULTS.md.
 
     python benchmarks/quality_cifar10.py --preset cpu           # the shipped teacher, ≤ 3 h on 2 CPU cores
+    python benchmarks/quality_cifar10.py --preset cpu --budgets 100   # one budget per session (its own table)
     python benchmarks/quality_cifar10.py --preset cpu-small     # a 2-epoch teacher trained here, ≤ 45 min
     python benchmarks/quality_cifar10.py --preset gpu-reduced   # ≤ 25 min on one H100
     python benchmarks/quality_cifar10.py --preset paper         # the papers' settings (days of GPU time)
@@ -203,10 +204,13 @@ def teacher_stage(preset: Preset, out: Path) -> str:
     return str(teacher if (teacher / "config.json").is_file() else train_teacher(cfg))
 
 
-def distill_all(preset: Preset, out: Path, teacher: str) -> dict[str, DistilledSet]:
-    """Every method at every budget (resumable); MKDT and the high-loss subset share one expert folder."""
+def distill_all(
+    preset: Preset, out: Path, teacher: str, budgets: list[int] | None = None
+) -> dict[str, DistilledSet]:
+    """Every method at every budget (or at ``budgets`` only; resumable); MKDT and the high-loss subset share one
+    expert folder."""
     sets = {}
-    for budget in preset.budgets:
+    for budget in budgets or preset.budgets:
         for method, settings in preset.methods.items():
             section = _merge({"num_images": budget}, settings)
             if method in ("mkdt", "high_loss"):
@@ -302,8 +306,18 @@ def main(argv: list[str] | None = None) -> None:
         default="all",
         help="stop after this stage (each stage resumes where an earlier call stopped)",
     )
+    p.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run these of the preset's budgets only (e.g. one budget per session); rows keep their full names",
+    )
     args = p.parse_args(argv)
     preset = PRESETS[args.preset]
+    budgets = args.budgets or preset.budgets
+    if not set(budgets) <= set(preset.budgets):
+        p.error(f"--budgets must be among the preset's {preset.budgets}, got {budgets}")
     out = Path(args.output_dir or f"runs/quality-{args.preset}")
     start = time.perf_counter()
 
@@ -311,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     t_teacher = time.perf_counter() - start
     if args.stage == "teacher":
         return
-    sets: dict[str, Any] = dict(distill_all(preset, out, teacher))
+    sets: dict[str, Any] = dict(distill_all(preset, out, teacher, budgets))
     t_distill = time.perf_counter() - start - t_teacher
     if args.stage == "distill":
         return
@@ -335,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
                 ],
                 results.metadata,
             ).to_margin_markdown(baseline=row_name("random", b, preset.budgets))
-            for b in preset.budgets
+            for b in budgets
         ]
     section = [
         f"\n## Quality on CIFAR-10 — preset `{args.preset}` ({preset.budget})\n",
@@ -343,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
         "```\n"
         + " ".join(["python", "benchmarks/quality_cifar10.py", *(argv if argv is not None else sys.argv[1:])])
         + "\n```\n",
-        f"Budgets {preset.budgets} images per method, student `{preset.student}`, teacher: {preset.teacher}, "
+        f"Budgets {budgets} images per method (preset: {preset.budgets}), student `{preset.student}`, teacher: {preset.teacher}, "
         f"pre-training {preset.pretrain} (full-source row: {preset.full_source}), targets at 32 px; "
         f"fine-tuning steps: {preset.finetune_steps or 'per target (KRR-ST)'}. Wall time of this call: teacher "
         f"{t_teacher / 60:.1f} min, distillation {t_distill / 60:.1f} min, total {total / 60:.1f} min (stages "

@@ -80,3 +80,11 @@ def test_quality_benchmark_smoke_run_resumes_part_by_part(tmp_path, monkeypatch,
     text = results_md.read_text()
     assert "Margin over the random subset · 6" in text and "Margin over the random subset · 10" in text
     assert "cifar10 · teacher fidelity (R²)" in text and "Full source (teacher targets)" in text
+    # one budget per call: its rows only (the parts exist: nothing is evaluated again), under their full names
+    capsys.readouterr()
+    bench.main([*argv, "--budgets", "6"])
+    printed = capsys.readouterr().out
+    assert "transfer part" not in printed and "KRR-ST · 6" in printed and "KRR-ST · 10" not in printed
+    assert "Budgets [6] images per method (preset: [6, 10])" in results_md.read_text()
+    with pytest.raises(SystemExit):
+        bench.main([*argv, "--budgets", "7"])
