@@ -16,8 +16,6 @@ simply be retried.
 from __future__ import annotations
 
 import copy
-import fnmatch
-import json
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -27,232 +25,47 @@ from typing import Any, Literal
 
 from torch import nn
 
+from hf_ssdd.artifacts.distilled_set import DistilledSet, push_distilled_set
+from hf_ssdd.artifacts.transfer_results import NO_PRETRAINING, RANDOM_SUBSET, TransferResults
 from hf_ssdd.config import load_yaml
-from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.hub_client import HubError, SchemaMismatchError, check_schema, upload_folder_in_one_commit
 from hf_ssdd.models import Backbone, TimmBackbone
-from hf_ssdd.transfer.encoders import NO_PRETRAINING, RANDOM_SUBSET
-from hf_ssdd.transfer.report import TransferResults
+from hf_ssdd.models.loading import load_encoder
+
+__all__ = [  # the publishing API, plus the names that lived here before the layers below took them
+    "HubError",
+    "IncompleteRunError",
+    "PushConfig",
+    "SchemaMismatchError",
+    "build_model_repo",
+    "check_run",
+    "check_schema",
+    "default_encoder_repo",
+    "describe_encoder",
+    "load_encoder",
+    "load_results",
+    "push_distilled_set",
+    "push_encoder",
+    "push_run",
+    "run_card_rows",
+    "run_push",
+    "transfer_rows",
+    "upload_folder_in_one_commit",
+]
 
 logger = logging.getLogger(__name__)
 
-RepoType = Literal["dataset", "model"]
 Role = Literal["encoder", "teacher"]
 BASELINES = (NO_PRETRAINING, RANDOM_SUBSET)
-DATASET_DELETE_PATTERNS = ("data/*",)
-DATA_SUFFIXES = (".parquet", ".arrow")
 MODEL_DELETE_PATTERNS = ("*.safetensors", "*.bin", "*.py")
 ResultsLike = TransferResults | Mapping[str, Any] | str | Path
-
-
-class HubError(RuntimeError):
-    """Talking to the Hub failed; nothing local was changed and the same call can be retried."""
 
 
 class IncompleteRunError(ValueError):
     """A run folder lacks an artifact that publishing needs."""
 
 
-class SchemaMismatchError(ValueError):
-    """The dataset repo already holds a distilled set with other columns."""
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """What a failed Hub call raises: the HTTP client's errors (status and transport; ``HfHubHTTPError`` is
-    one) and ``OSError`` (e.g. ``OfflineModeIsEnabled``)."""
-    from huggingface_hub import errors
-
-    return (errors.HTTPError, OSError)
-
-
-def _network_error(action: str, error: Exception) -> HubError:
-    return HubError(
-        f"{action} failed ({type(error).__name__}: {error}). Nothing local was changed; run the same command "
-        "again to retry"
-    )
-
-
-# --------------------------------------------------------------------------------------------------- uploads
-def upload_folder_in_one_commit(
-    folder: str | Path,
-    repo_id: str,
-    repo_type: RepoType,
-    *,
-    private: bool = False,
-    token: str | None = None,
-    revision: str | None = None,
-    commit_message: str = "Upload with hf_ssdd",
-    delete_patterns: Sequence[str] = (),
-) -> Any:
-    """Create the repo (and branch) if needed and upload ``folder`` as one commit.
-
-    Remote files matching ``delete_patterns`` that ``folder`` does not contain are deleted in the same commit.
-
-    Returns:
-        The ``huggingface_hub.CommitInfo`` of the commit.
-
-    Raises:
-        HubError: any network or Hub error; the commit is atomic, so the repo is either updated or unchanged.
-    """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-
-    folder = Path(folder)
-    api = HfApi(token=token)
-    additions = [
-        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    ]
-    added = {op.path_in_repo for op in additions}
-    try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if revision not in (None, "main"):
-            api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
-        remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
-        deletions = [
-            CommitOperationDelete(path_in_repo=path)
-            for path in remote
-            if path not in added and any(fnmatch.fnmatch(path, pattern) for pattern in delete_patterns)
-        ]
-        return api.create_commit(
-            repo_id,
-            [*deletions, *additions],
-            commit_message=commit_message,
-            repo_type=repo_type,
-            revision=revision,
-        )
-    except _network_errors() as error:
-        raise _network_error(f"pushing {folder} to the {repo_type} repo {repo_id}", error) from error
-
-
-def _holds_data(path: str) -> bool:
-    return path.startswith("data/") or path.endswith(DATA_SUFFIXES)
-
-
-def _remote_schema(repo_id: str, token: str | None, revision: str | None) -> tuple[bool, Any]:
-    """``(repo holds data files, its card's features for the default config or None)`` for a dataset repo."""
-    from huggingface_hub import DatasetCard, HfApi, hf_hub_download
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        files = HfApi(token=token).list_repo_files(repo_id, repo_type="dataset", revision=revision)
-        has_data = any(_holds_data(path) for path in files)
-        if not has_data or "README.md" not in files:
-            return has_data, None
-        readme = hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision, token=token)
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        return False, None
-    except _network_errors() as error:
-        raise _network_error(f"reading the card of {repo_id}", error) from error
-    info = DatasetCard.load(readme).data.to_dict().get("dataset_info") or {}
-    if isinstance(info, list):
-        info = next((i for i in info if i.get("config_name", "default") == "default"), {})
-    return True, info.get("features")
-
-
-def _describe_features(features: Any) -> str:
-    """``name: {type}`` for each column of a card's ``dataset_info.features``."""
-    if not isinstance(features, list):
-        return repr(features)
-    columns = []
-    for column in features:
-        dtype = {key: value for key, value in column.items() if key != "name"}
-        columns.append(f"{column.get('name')}: {dtype}")
-    return ", ".join(columns)
-
-
-def check_schema(
-    repo_id: str, features: list[Any], token: str | None = None, revision: str | None = None
-) -> None:
-    """Refuse to push over a dataset repo that holds data whose card declares other columns (or none).
-
-    Raises:
-        SchemaMismatchError: naming the repo's and the new columns.
-        HubError: the repo cannot be read.
-    """
-    has_data, remote = _remote_schema(repo_id, token, revision)
-    if not has_data or remote == features:
-        return
-    if remote is None:
-        raise SchemaMismatchError(
-            f"dataset repo {repo_id} already holds data but its card declares no columns; nothing was "
-            "pushed. Pass overwrite_schema=True (--overwrite_schema) to replace its data, or choose another "
-            "repo"
-        )
-    raise SchemaMismatchError(
-        f"dataset repo {repo_id} already holds a set with other columns; nothing was pushed.\n"
-        f"  repo: {_describe_features(remote)}\n  new:  {_describe_features(features)}\n"
-        "Pass overwrite_schema=True (--overwrite_schema) to replace it, or choose another repo"
-    )
-
-
-def push_distilled_set(
-    dset: DistilledSet,
-    repo_id: str,
-    *,
-    private: bool = False,
-    token: str | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    overwrite_schema: bool = False,
-) -> Any:
-    """Publish ``dset`` as a dataset repo in one commit (see :meth:`DistilledSet.push_to_hub`)."""
-    from huggingface_hub import DatasetCard
-
-    with tempfile.TemporaryDirectory(prefix="hf_ssdd_push_") as tmp:
-        folder = dset.save(Path(tmp) / "repo", repo_id=repo_id)
-        if not overwrite_schema:
-            features = DatasetCard.load(folder / "README.md").data.to_dict()["dataset_info"]["features"]
-            check_schema(repo_id, features, token, revision)
-        return upload_folder_in_one_commit(
-            folder,
-            repo_id,
-            "dataset",
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message or f"Upload distilled set ({len(dset)} images) with hf_ssdd",
-            delete_patterns=DATASET_DELETE_PATTERNS,
-        )
-
-
 # --------------------------------------------------------------------------------------------------- encoders
-def _resolve_model_folder(ref: str | Path, revision: str | None, token: str | None) -> Path:
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        return path
-    if str(ref).startswith((".", "/", "~")):
-        raise ValueError(f"encoder folder {ref} does not exist")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(ref), revision=revision, token=token))
-    except _network_errors() as error:
-        raise _network_error(f"downloading the model repo {ref}", error) from error
-
-
-def load_encoder(
-    repo_id_or_folder: str | Path, revision: str | None = None, token: str | None = None
-) -> nn.Module:
-    """Load a published encoder or teacher (folder or Hub model id) as an hf_ssdd backbone in eval mode.
-
-    timm-format repos (``config.json`` with ``pretrained_cfg``) become a :class:`TimmBackbone`; hf_ssdd models
-    load with ``AutoModel`` and the library's own classes (no remote code).
-
-    Raises:
-        ValueError: the folder does not exist or holds no ``config.json``.
-        HubError: the Hub copy cannot be downloaded.
-    """
-    from transformers import AutoModel
-
-    folder = _resolve_model_folder(repo_id_or_folder, revision, token)
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{repo_id_or_folder} holds no config.json: not a saved encoder")
-    config = json.loads((folder / "config.json").read_text())
-    if "pretrained_cfg" in config and config.get("model_type", "timm_wrapper") == "timm_wrapper":
-        return TimmBackbone(f"local-dir:{folder}").eval()
-    return AutoModel.from_pretrained(folder).eval()
-
-
 def describe_encoder(model: nn.Module, role: Role = "encoder") -> dict[str, Any]:
     """Card facts about a backbone: role, format, architecture, feature size, input size and normalization.
 
@@ -317,7 +130,7 @@ def build_model_repo(
         role: ``"encoder"`` (pre-trained on a distilled set) or ``"teacher"``.
         license: the card's license.
     """
-    from hf_ssdd.cards import model_card
+    from hf_ssdd.artifacts.cards import model_card
 
     model = model_or_folder if isinstance(model_or_folder, nn.Module) else load_encoder(model_or_folder)
     info = describe_encoder(model, role)

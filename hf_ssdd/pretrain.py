@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hf_ssdd.artifacts.distilled_set import PRETRAINING_RECIPES as RECIPES
+from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.config import require_at_least
 from hf_ssdd.data import random_crop_flip
-from hf_ssdd.distill.distilled_set import PRETRAINING_RECIPES as RECIPES
-from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.io import atomic_directory, atomic_write_json
 from hf_ssdd.models import create_backbone
 from hf_ssdd.utils import default_device, derived_generator, derived_seed, progress

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.distill import ExpertConfig, KRRSTConfig, MKDTConfig, SubsetConfig
-from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.distill.run import DistillRunConfig, SourceConfig, run_distillation
 from hf_ssdd.io import atomic_write_json
 from hf_ssdd.pretrain import pretrain, resolve_settings, save_encoder

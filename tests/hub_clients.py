@@ -68,8 +68,8 @@ def publish(work: Path, args: dict) -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
+    from hf_ssdd.artifacts.distilled_set import DistilledSet
     from hf_ssdd.cli import main
-    from hf_ssdd.distill.distilled_set import DistilledSet
     from hf_ssdd.hub import load_encoder, push_encoder
 
     main(["push", args["run"], args["repo"], "--private"])
@@ -110,7 +110,7 @@ def schema(work: Path, args: dict) -> dict:
     from hub_testing import make_set
     from huggingface_hub import HfApi
 
-    from hf_ssdd.distill.distilled_set import DistilledSet
+    from hf_ssdd.artifacts.distilled_set import DistilledSet
     from hf_ssdd.hub import SchemaMismatchError
 
     api, repo = HfApi(), args["repo"]
@@ -170,7 +170,7 @@ def _live_round_trip(api, run: Path, repos: list) -> dict:
     import torch
     from datasets import load_dataset
 
-    from hf_ssdd.distill.distilled_set import DistilledSet
+    from hf_ssdd.artifacts.distilled_set import DistilledSet
     from hf_ssdd.hub import load_encoder, push_run
 
     push_run(run, repos[0][0], private=True)
@@ -193,10 +193,10 @@ def installed(work: Path, args: dict) -> dict:
     import io
 
     import hf_ssdd
+    from hf_ssdd.artifacts.cards import model_card, template_path
+    from hf_ssdd.artifacts.distilled_set import DistilledSet
     from hf_ssdd.assets import embedded_path
-    from hf_ssdd.cards import model_card, template_path
     from hf_ssdd.cli import main
-    from hf_ssdd.distill.distilled_set import DistilledSet
     from hf_ssdd.teachers import Teacher
 
     outputs = {}

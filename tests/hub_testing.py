@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.artifacts.distilled_set import DistilledSet
+from hf_ssdd.artifacts.transfer_results import TransferResults, TransferRow
 from hf_ssdd.io import atomic_write_json
 from hf_ssdd.models import create_backbone
 from hf_ssdd.pretrain import save_encoder
-from hf_ssdd.transfer.report import TransferResults, TransferRow
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = Path(__file__).with_name("hub_clients.py")

@@ -9,7 +9,7 @@ from fake_hub import FakeHub
 from hub_testing import IMAGE_SIZE, make_encoder, make_results, make_run, run_client, tree_digest
 from safetensors.torch import load_file, save_file
 
-from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.pretrain import save_encoder
 
 REPO, ENCODER_REPO, TIMM_REPO = "org/c10-krrst", "org/c10-krrst-convnet", "org/timm-enc"

@@ -387,7 +387,7 @@ def test_packaging_lists_every_package_and_ships_the_templates(tmp_path, repos):
 
 
 def test_dataset_card_license_fields():
-    from hf_ssdd.cards import _derived_license
+    from hf_ssdd.artifacts.cards import _derived_license
 
     assert _derived_license("cc-by-4.0", "uoft-cs/cifar10") == {"license": "cc-by-4.0"}
     assert _derived_license(None, None) == {"license": "unknown"}  # a local source: nothing to point at

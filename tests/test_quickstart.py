@@ -7,8 +7,8 @@ import pytest
 import yaml
 from conftest import data_path
 
+from hf_ssdd.artifacts.cards import evaluation_markdown
 from hf_ssdd.assets import DEFAULT_TEACHER
-from hf_ssdd.cards import evaluation_markdown
 from hf_ssdd.cli import main
 from hf_ssdd.config import parse_config
 from hf_ssdd.distill.run import DistillRunConfig

@@ -1,5 +1,6 @@
 """Distillation methods, the DistilledSet format, and the run driver."""
 
+from hf_ssdd.artifacts.distilled_set import DistilledSet, DistilledSetError
 from hf_ssdd.distill.base import (
     Distiller,
     create_distiller,
@@ -7,7 +8,6 @@ from hf_ssdd.distill.base import (
     list_distillers,
     register_distiller,
 )
-from hf_ssdd.distill.distilled_set import DistilledSet, DistilledSetError
 from hf_ssdd.distill.experts import (
     ExpertConfig,
     ExpertError,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.artifacts.distilled_set import DistilledSet
 
 
 class Distiller(ABC):

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.data import normalize, random_crop_flip
 from hf_ssdd.distill.base import Distiller, register_distiller
-from hf_ssdd.distill.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.models import create_backbone
 from hf_ssdd.utils import derived_generator, derived_seed, progress
 

@@ -25,9 +25,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.distill.base import Distiller, register_distiller
-from hf_ssdd.distill.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.distill.experts import (
     ExpertConfig,
     ExpertTrainer,

@@ -26,12 +26,12 @@ from typing import Any, ClassVar, Literal
 
 from accelerate.utils import DistributedType
 
+from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
 from hf_ssdd.config import Tracker, config_to_hparams, require_at_least, save_config
 from hf_ssdd.data import load_image_source
 from hf_ssdd.distill.base import create_distiller, get_distiller_class
-from hf_ssdd.distill.distilled_set import DistilledSet
 from hf_ssdd.distill.experts import ExpertTrajectory
 from hf_ssdd.distill.krr_st import KRRSTConfig
 from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
+from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.data import normalize
 from hf_ssdd.distill.base import Distiller, register_distiller
-from hf_ssdd.distill.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.utils import derived_generator
 
 

@@ -6,7 +6,15 @@ teacher's on held-out real images); :func:`evaluate_transfer` runs encoders × t
 fractions × seeds and returns :class:`TransferResults` (JSON, Markdown table, bar chart).
 """
 
-from hf_ssdd.transfer.encoders import NO_PRETRAINING, RANDOM_SUBSET, EncoderSpec, at_resolution, load_encoder
+from hf_ssdd.artifacts.transfer_results import (
+    NO_PRETRAINING,
+    RANDOM_SUBSET,
+    SCHEMA_VERSION,
+    TransferResults,
+    TransferRow,
+    validate_results,
+)
+from hf_ssdd.transfer.encoders import EncoderSpec, at_resolution, load_encoder
 from hf_ssdd.transfer.fidelity import linear_cka, linear_fidelity
 from hf_ssdd.transfer.finetune import (
     FinetuneSettings,
@@ -26,7 +34,6 @@ from hf_ssdd.transfer.probe import (
     probe_objective,
     train_linear_probe,
 )
-from hf_ssdd.transfer.report import SCHEMA_VERSION, TransferResults, TransferRow, validate_results
 
 __all__ = [
     "DEFAULT_FRACTIONS",

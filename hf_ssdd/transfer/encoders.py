@@ -18,15 +18,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from hf_ssdd.distill.distilled_set import DistilledSet
+from hf_ssdd.artifacts.distilled_set import DistilledSet
+from hf_ssdd.artifacts.transfer_results import NO_PRETRAINING
 from hf_ssdd.models import Backbone, create_backbone
 from hf_ssdd.pretrain import pretrain, resolve_settings
 from hf_ssdd.utils import derived_seed
 
 logger = logging.getLogger(__name__)
 
-NO_PRETRAINING = "No pre-training"
-RANDOM_SUBSET = "Random subset"
 EncoderKind = Literal["encoder", "distilled_set", "scratch"]
 
 
@@ -199,8 +198,8 @@ def load_encoder(ref: str) -> nn.Module:
     Raises:
         ValueError: the folder does not exist or cannot be loaded (offline, the Hub copy is unavailable).
     """
-    from hf_ssdd.hub import HubError
-    from hf_ssdd.hub import load_encoder as load
+    from hf_ssdd.hub_client import HubError
+    from hf_ssdd.models.loading import load_encoder as load
 
     try:
         return load(ref)

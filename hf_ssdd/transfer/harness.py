@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import hf_ssdd
+from hf_ssdd.artifacts.transfer_results import TransferResults, TransferRow
 from hf_ssdd.data import (
     ImageSource,
     ResolvedDataset,
@@ -49,7 +50,6 @@ from hf_ssdd.transfer.probe import (
     knn_protocol_accuracy,
     linear_probe_accuracy,
 )
-from hf_ssdd.transfer.report import TransferResults, TransferRow
 from hf_ssdd.utils import default_device, derived_seed, progress
 
 logger = logging.getLogger(__name__)

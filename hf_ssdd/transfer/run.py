@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from hf_ssdd.artifacts.transfer_results import TransferResults
 from hf_ssdd.config import save_config
 from hf_ssdd.transfer.encoders import EncoderSpec
 from hf_ssdd.transfer.finetune import FinetuneSettings
 from hf_ssdd.transfer.fractions import DEFAULT_FRACTIONS
 from hf_ssdd.transfer.harness import LABEL_FREE, TransferSettings, evaluate_transfer
 from hf_ssdd.transfer.probe import ProbeSettings
-from hf_ssdd.transfer.report import TransferResults
 
 
 @dataclass

@@ -89,7 +89,7 @@ def test_bad_input_and_no_half_written_folder(tmp_path, monkeypatch):
     with pytest.raises(DistilledSetError, match="not a local folder"):
         DistilledSet.from_pretrained("org/does-not-exist")
     # a failure while writing (here: the preview) leaves nothing at the target path
-    import hf_ssdd.distill.distilled_set as module
+    import hf_ssdd.artifacts.distilled_set as module
 
     monkeypatch.setattr(
         module, "save_image_grid", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full"))
