@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from hf_ssdd.assets import embedded_path, is_embedded
+from hf_ssdd.hub_client import HubError, resolve_snapshot
 from hf_ssdd.io import atomic_save_safetensors
 from hf_ssdd.utils import cache_root, progress, stable_hash, state_dict_hash
 
@@ -290,12 +291,11 @@ def _resolve_folder(ref: str, revision: str | None) -> tuple[Path, str]:
                 f"{path} has no config.json; a teacher folder needs one (save_pretrained writes it)"
             )
         return path.resolve(), ""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
 
     try:
-        folder = Path(snapshot_download(repo_id=ref, revision=revision))
-    except (LocalEntryNotFoundError, RepositoryNotFoundError, HFValidationError, OSError) as e:
+        folder = resolve_snapshot(ref, "model", revision)
+    except (HubError, RepositoryNotFoundError, HFValidationError, OSError, ValueError) as e:
         raise TeacherError(
             f"cannot load teacher {ref!r}: it is not a local folder and the Hub copy is unavailable ({type(e).__name__}). "
             "Offline, pass the path of a saved model folder instead."
