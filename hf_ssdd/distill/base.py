@@ -79,10 +79,15 @@ class Distiller(ABC):
     def world_size(self) -> int:
         return self.accelerator.num_processes if self.accelerator is not None else 1
 
+    @classmethod
+    def planned_steps(cls, config: Any) -> int:
+        """Total number of ``step()`` calls of a full run with ``config`` (0: a selection with no optimization)."""
+        return 0
+
     @property
-    @abstractmethod
     def num_steps(self) -> int:
-        """Total number of ``step()`` calls of a full run."""
+        """Total number of ``step()`` calls of this run (:meth:`planned_steps` of its config)."""
+        return type(self).planned_steps(self.config)
 
     @abstractmethod
     def init(self) -> None:

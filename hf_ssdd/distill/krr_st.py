@@ -178,9 +178,9 @@ class KRRSTDistiller(Distiller):
         self._perm: tuple[int, torch.Tensor] | None = None
         self.timings: dict[str, float] | None = None  # set to {} to time the parts of each step (benchmarks)
 
-    @property
-    def num_steps(self) -> int:
-        return self.config.outer_steps
+    @classmethod
+    def planned_steps(cls, config: KRRSTConfig) -> int:
+        return config.outer_steps
 
     # ------------------------------------------------------------------ setup
     def _mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:

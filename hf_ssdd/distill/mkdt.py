@@ -271,9 +271,9 @@ class MKDTDistiller(Distiller):
         )
         return {"features": features, "experts": experts}
 
-    @property
-    def num_steps(self) -> int:
-        return self.config.iterations
+    @classmethod
+    def planned_steps(cls, config: MKDTConfig) -> int:
+        return config.iterations
 
     # ------------------------------------------------------------------ setup
     def _build_parameters(
@@ -463,6 +463,6 @@ class HighLossSubset(MKDTDistiller):
             )
         super().__init__(config, *args, **kwargs)
 
-    @property
-    def num_steps(self) -> int:
+    @classmethod
+    def planned_steps(cls, config: MKDTConfig) -> int:
         return 0

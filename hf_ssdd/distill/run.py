@@ -244,25 +244,25 @@ def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
         found = load_latest_checkpoint(out) if cfg.resume else None
         if found is not None:
             check_identity(found[1].get("identity"), identity, found[0])
-    finished = out / "distilled" / "README.md"
-    if acc.is_main_process:
-        save_config(cfg, out / "config.yaml")
-        if cfg.log_with:
-            acc.init_trackers("hf_ssdd_distill", config=config_to_hparams(cfg))
-
-    resources = get_distiller_class(cfg.method).prepare(cfg, source, teacher, acc, out)
-    distiller = create_distiller(
-        cfg.method, _method_config(cfg), source, teacher, accelerator=acc, seed=cfg.seed, **resources
-    )
-    total = distiller.num_steps
-    if cfg.resume and finished.is_file():
+    method_class = get_distiller_class(cfg.method)
+    total = method_class.planned_steps(_method_config(cfg))
+    if cfg.resume and (out / "distilled" / "README.md").is_file():
         done = DistilledSet.load(out / "distilled")
-        if int(done.meta.get("steps", 0)) >= total:
+        if int(done.meta.get("steps", 0)) >= total:  # finished: no preparation (e.g. MKDT's experts) needed
             if acc.is_main_process:
                 print(
                     f"{out} finished at step {done.meta.get('steps', 0)} (asked for {total}): nothing to do"
                 )
             return done
+    if acc.is_main_process:
+        save_config(cfg, out / "config.yaml")
+        if cfg.log_with:
+            acc.init_trackers("hf_ssdd_distill", config=config_to_hparams(cfg))
+
+    resources = method_class.prepare(cfg, source, teacher, acc, out)
+    distiller = create_distiller(
+        cfg.method, _method_config(cfg), source, teacher, accelerator=acc, seed=cfg.seed, **resources
+    )
 
     history: list[dict[str, float]] = []
     if found is not None:

@@ -161,10 +161,6 @@ class _SubsetDistiller(Distiller):
 
         return {"features": encode_source(teacher, source, accelerator=accelerator)}
 
-    @property
-    def num_steps(self) -> int:
-        return 0
-
     def step(self) -> dict[str, float]:
         raise RuntimeError(f"the {self.name} baseline has no optimization steps")
 
