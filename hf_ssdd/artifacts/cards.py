@@ -84,7 +84,7 @@ def evaluation_markdown(rows: list[dict[str, Any]] | None, subject: str) -> str:
     """The card's Evaluation section: a table of transfer rows, or a plain "not evaluated" statement.
 
     Args:
-        rows: transfer rows (:mod:`hf_ssdd.transfer.report` fields) with ``role`` ``"subject"`` (the card's
+        rows: transfer rows (:mod:`hf_ssdd.artifacts.transfer_results` fields) with ``role`` ``"subject"`` (the card's
             set or model) or ``"baseline"``; ``None`` or empty when there are no results.
         subject: how the card names what it describes ("this set", "this model").
     """

@@ -1,7 +1,7 @@
 """``hf-ssdd transfer`` / ``recipes/transfer.py``: evaluate encoders and distilled sets on target datasets.
 
 Writes into ``output_dir``: ``config.yaml`` (the resolved config), ``results.json``, ``results.md`` and
-``results.png`` (see :mod:`hf_ssdd.transfer.report`).
+``results.png`` (see :mod:`hf_ssdd.artifacts.transfer_results`).
 """
 
 from __future__ import annotations
