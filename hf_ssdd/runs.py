@@ -20,10 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from hf_ssdd.config import config_to_dict
+from hf_ssdd.io import atomic_write_json
 
-__all__ = ["RunIdentityError", "RunLockedError", "check_identity", "run_identity", "run_lock"]
+__all__ = [
+    "RunIdentityError",
+    "RunLockedError",
+    "check_identity",
+    "read_identity",
+    "run_identity",
+    "run_lock",
+    "write_identity",
+]
 
 LOCK_FILE = ".lock"
+IDENTITY_FILE = "identity.json"  # the run's identity, also for runs that never checkpoint (subset baselines)
 
 
 class RunIdentityError(ValueError):
@@ -88,6 +98,17 @@ def check_identity(saved: Mapping[str, Any] | None, current: Mapping[str, Any], 
             f"--resume refused: {checkpoint} belongs to a different run ({shown}); resume with the checkpoint's "
             "values, or start a new run with another --output_dir or --overwrite"
         )
+
+
+def write_identity(run_dir: str | Path, identity: Mapping[str, Any]) -> None:
+    """Record the run's identity in ``<run_dir>/identity.json`` (atomically)."""
+    atomic_write_json(Path(run_dir) / IDENTITY_FILE, dict(identity))
+
+
+def read_identity(run_dir: str | Path) -> dict[str, Any] | None:
+    """The identity recorded by :func:`write_identity`, or ``None`` for a run from before identities."""
+    path = Path(run_dir) / IDENTITY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _holder(lock: Path) -> dict[str, Any]:

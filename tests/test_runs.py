@@ -343,3 +343,16 @@ def test_corrupt_parquet_shard_and_teacher_weights_are_named(tmp_path, teachers,
 
     with pytest.raises(TeacherError, match=f"cannot load the teacher in {broken}.*SafetensorError"):
         Teacher.from_pretrained(broken)
+
+
+def test_finished_subset_run_resumed_with_other_settings_is_refused(tmp_path, teachers, capsys):
+    # a subset baseline never checkpoints: its identity.json is what --resume checks
+    data_path("cifar10")
+    a, _ = teachers
+    base = ["--teacher", str(a), "--output_dir", str(tmp_path / "run"), "--method", "random"]
+    base += ["--source.dataset", "cifar10", "--source.max_examples", "256", "--random.num_images", "8"]
+    _run(*base)
+    assert json.loads((tmp_path / "run" / "identity.json").read_text())["random.num_images"] == 8
+    assert main(["distill", *base, "--random.num_images", "16", "--resume"]) == 1
+    assert "random.num_images: checkpoint 8, now 16" in capsys.readouterr().err
+    assert len(_run(*base, "--resume")) == 8  # the same settings: the finished set

@@ -38,7 +38,15 @@ from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller
 from hf_ssdd.distill.subsets import SubsetConfig
 from hf_ssdd.io import atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
 from hf_ssdd.plots import save_before_after_grid, save_curves, save_image_grid
-from hf_ssdd.runs import LOCK_FILE, check_identity, run_identity, run_lock
+from hf_ssdd.runs import (
+    IDENTITY_FILE,
+    LOCK_FILE,
+    check_identity,
+    read_identity,
+    run_identity,
+    run_lock,
+    write_identity,
+)
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.utils import progress
 
@@ -244,6 +252,10 @@ def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
         found = load_latest_checkpoint(out) if cfg.resume else None
         if found is not None:
             check_identity(found[1].get("identity"), identity, found[0])
+        elif cfg.resume and read_identity(out) is not None:  # a run that never checkpointed (a subset)
+            check_identity(read_identity(out), identity, out / IDENTITY_FILE)
+    if acc.is_main_process:
+        write_identity(out, identity)
     method_class = get_distiller_class(cfg.method)
     total = method_class.planned_steps(_method_config(cfg))
     if cfg.resume and (out / "distilled" / "README.md").is_file():
