@@ -147,7 +147,7 @@ def save_curves(
         ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if curves or references:
+    if ax.get_legend_handles_labels()[0]:  # curves may all be empty (a run stopped before its first record)
         ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
