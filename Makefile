@@ -24,4 +24,4 @@ test: install
 	$(VENV)/bin/python -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy

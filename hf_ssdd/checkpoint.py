@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -161,7 +161,8 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if _CKPT_RE.match(p.name) and (p / STATE_JSON).is_file()]
-    return sorted(found, key=lambda p: int(_CKPT_RE.match(p.name).group(1)))
+    # every name in ``found`` matched _CKPT_RE
+    return sorted(found, key=lambda p: int(cast("re.Match[str]", _CKPT_RE.match(p.name)).group(1)))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

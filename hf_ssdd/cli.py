@@ -15,8 +15,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from hf_ssdd.config import ConfigError, config_help, parse_config
+from hf_ssdd.config import ConfigError, config_help, open_sections, parse_config
 
 DEBUG_ENV = "HF_SSDD_DEBUG"
 
@@ -92,6 +93,7 @@ def _list_datasets(_: Sequence[str]) -> int:
 
     for name in list_datasets():
         spec = get_spec(name)
+        assert spec is not None  # every catalog name resolves
         print(f"{name:16s} {spec.hub_id or '-':32s} {spec.resolution}px  {spec.num_classes} classes")
     return 0
 
@@ -150,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hf-ssdd: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     cmd = COMMANDS[name]
-    config_cls = _load(cmd.config)
+    config_cls = cast(type[Any], _load(cmd.config))  # Command.config names a config class
     if "-h" in rest or "--help" in rest:
         usage = " ".join(
             ["usage: hf-ssdd", name, *(k.upper() for k in cmd.positional), "[--config NAME|FILE.yaml]"]
@@ -175,9 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _other_method_sections(config_cls: type, argv: list[str]) -> tuple[tuple[str, ...], str]:
+def _other_method_sections(config_cls: type[Any], argv: list[str]) -> tuple[tuple[str, ...], str]:
     """For configs with one section per method: the other methods' sections (hidden from --help) and a note."""
-    sections = getattr(config_cls, "METHOD_SECTIONS", ())
+    sections = list(open_sections(config_cls))
     if not sections:
         return (), ""
     try:

@@ -5,6 +5,11 @@ configured in three layers, later ones winning: the dataclass defaults, a YAML f
 name of a shipped config: ``--config krr_st_cifar100``, :mod:`hf_ssdd.configs`), and
 ``--key value`` flags (dotted keys reach nested dataclasses: ``--optim.lr 0.1``). Unknown keys and values of the
 wrong type fail early with a message that names the key.
+
+Open sections: a config whose set of sections is not fixed when it is written (the distillation run: one section per
+registered method) declares a field ``sections: dict[str, Any]`` and a classmethod ``config_sections()`` returning
+``{name: (config class, default overrides)}``. In YAML, on the command line, in ``--help`` and in the saved config
+each such section reads like a nested field (``krr_st: {...}``, ``--krr_st.outer_steps``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -78,6 +83,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return choice
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
     if dataclasses.is_dataclass(tp):
+        assert isinstance(tp, type)  # a type hint: a dataclass, never an instance
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -135,17 +141,55 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+SECTIONS_FIELD = "sections"
+
+
+def open_sections(cls: type) -> dict[str, tuple[type, Mapping[str, Any]]]:
+    """The open sections of a config class, ``{name: (config class, default overrides)}`` (none for most)."""
+    provider = getattr(cls, "config_sections", None)
+    return dict(provider()) if callable(provider) else {}
+
+
+def section_config(
+    name: str, value: Any, sections: Mapping[str, tuple[type, Mapping[str, Any]]], prefix: str = ""
+) -> Any:
+    """The open section ``name`` built from ``value``: an instance of its class, or a mapping over its defaults."""
+    if name not in sections:
+        raise ConfigError(f"unknown section {prefix + name!r}; known: {sorted(sections)}")
+    klass, defaults = sections[name]
+    if isinstance(value, klass):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{prefix + name}: expected a mapping for {klass.__name__}, got {value!r}")
+    return config_from_dict(klass, {**defaults, **value}, prefix=f"{prefix}{name}.")
+
+
+def _plain_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    """The fields a user sets (the ``sections`` holder of a class with open sections is not one)."""
+    hidden = SECTIONS_FIELD if open_sections(cls) else None
+    return [f for f in dataclasses.fields(cls) if f.init and f.name != hidden]
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build the dataclass ``cls`` from a (possibly nested) mapping, checking keys and types."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    fields = {f.name: f for f in _plain_fields(cls)}
+    sections = open_sections(cls)
+    unknown = sorted(set(data) - set(fields) - set(sections))
     if unknown:
         raise ConfigError(
             f"unknown config key(s) {[prefix + k for k in unknown]} for {cls.__name__}; "
-            f"valid keys: {sorted(prefix + k for k in fields)}"
+            f"valid keys: {sorted(prefix + k for k in [*fields, *sections])}"
         )
-    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    kwargs = {
+        name: _coerce(value, hints[name], prefix + name) for name, value in data.items() if name in fields
+    }
+    if sections:
+        kwargs[SECTIONS_FIELD] = {
+            name: section_config(name, value, sections, prefix)
+            for name, value in data.items()
+            if name in sections
+        }
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -156,8 +200,11 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     """The config as plain YAML-safe Python values (tuples become lists)."""
 
     def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out = {f.name: plain(getattr(v, f.name)) for f in _plain_fields(type(v))}
+            if open_sections(type(v)):  # each open section as if it were a nested field
+                out.update({name: plain(section) for name, section in getattr(v, SECTIONS_FIELD).items()})
+            return out
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
@@ -315,25 +362,31 @@ def field_help(cls: type) -> dict[str, str]:
     return {key: " ".join(words).strip() for key, words in helps.items()}
 
 
-def config_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """``(dotted key, type name, default, description)`` of every settable key, nested dataclasses expanded."""
+def config_fields(
+    cls: type, prefix: str = "", defaults: Mapping[str, Any] | None = None
+) -> list[tuple[str, str, Any, str]]:
+    """``(dotted key, type name, default, description)`` of every settable key, nested dataclasses and open
+    sections expanded; ``defaults`` overrides the class's defaults of top-level keys."""
     hints = typing.get_type_hints(cls)
     helps = field_help(cls)
     rows = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
+    for f in _plain_fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
+            assert isinstance(tp, type)  # a type hint: a dataclass, never an instance
             rows += config_fields(tp, prefix=f"{prefix}{f.name}.")
             continue
-        if f.default is not dataclasses.MISSING:
+        if defaults and f.name in defaults:
+            default = defaults[f.name]
+        elif f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:
             default = "(required)"
         rows.append((prefix + f.name, type_name(tp), default, helps.get(f.name, "")))
+    for name, (klass, overrides) in open_sections(cls).items():
+        rows += config_fields(klass, prefix=f"{prefix}{name}.", defaults=overrides)
     return rows
 
 

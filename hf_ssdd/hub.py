@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from torch import nn
 
@@ -29,7 +29,7 @@ from hf_ssdd.artifacts.distilled_set import DistilledSet, push_distilled_set
 from hf_ssdd.artifacts.transfer_results import NO_PRETRAINING, RANDOM_SUBSET, TransferResults
 from hf_ssdd.config import load_yaml
 from hf_ssdd.hub_client import HubError, SchemaMismatchError, check_schema, upload_folder_in_one_commit
-from hf_ssdd.models import Backbone, TimmBackbone
+from hf_ssdd.models import Backbone, SSDDConfig, SSDDPreTrainedModel, TimmBackbone
 from hf_ssdd.models.loading import load_encoder
 
 __all__ = [  # the publishing API, plus the names that lived here before the layers below took them
@@ -82,7 +82,7 @@ def describe_encoder(model: nn.Module, role: Role = "encoder") -> dict[str, Any]
         info = {"format": "timm", "architecture": cfg["architecture"], "image_size": cfg["input_size"][-1]}
         mean, std = cfg.get("mean"), cfg.get("std")
     else:
-        config = model.config
+        config = cast(SSDDConfig, model.config)
         info = {"format": "transformers", "architecture": config.model_type, "image_size": config.image_size}
         mean, std = config.mean, config.std
     return {
@@ -99,7 +99,7 @@ def _trunk(model: nn.Module) -> nn.Module:
     if isinstance(model.head, nn.Identity):
         return model
     trunk = copy.deepcopy(model)
-    trunk.reset_head(0)
+    cast(Backbone, trunk).reset_head(0)
     return trunk
 
 
@@ -136,7 +136,7 @@ def build_model_repo(
     info = describe_encoder(model, role)
     folder = Path(folder)
     folder.mkdir(parents=True)
-    _trunk(model).save_pretrained(folder)
+    cast("SSDDPreTrainedModel | TimmBackbone", _trunk(model)).save_pretrained(folder)
     card = model_card(info, repo_id, rows, distilled_set_repo, dict(set_meta or {}), license)
     card.save(folder / "README.md")
     return folder
@@ -417,6 +417,7 @@ def push_run(
         )
     }
     if encoder is not None:
+        assert encoder_repo is not None  # set above whenever there is an encoder
         commits["model"] = _push_model(
             encoder,
             encoder_repo,

@@ -31,7 +31,7 @@ class SchemaMismatchError(ValueError):
     """The dataset repo already holds a distilled set with other columns."""
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
+def _network_errors() -> tuple[type[Exception], ...]:
     """What a failed Hub call raises: the HTTP client's errors (status and transport; ``HfHubHTTPError`` is
     one) and ``OSError`` (e.g. ``OfflineModeIsEnabled``)."""
     from huggingface_hub import errors

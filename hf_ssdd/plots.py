@@ -61,7 +61,7 @@ def save_image_grid(path: str | Path, images: torch.Tensor, **kwargs) -> Path:
     grid = image_grid(images, **kwargs)
     if max(grid.size) < 512:
         scale = max(1, 512 // max(grid.size))
-        grid = grid.resize((grid.size[0] * scale, grid.size[1] * scale), Image.NEAREST)
+        grid = grid.resize((grid.size[0] * scale, grid.size[1] * scale), Image.Resampling.NEAREST)
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")
     return Path(path)
@@ -98,7 +98,7 @@ def save_before_after_grid(
     rows = [t for i in range(0, n, per_row) for t in (x[i : i + per_row], y[i : i + per_row])]
     grid = image_grid(torch.cat(rows), nrow=per_row, max_images=2 * n)
     scale = max(1, -(-tile_px // before.shape[-1]))
-    grid = grid.resize((grid.size[0] * scale, grid.size[1] * scale), Image.NEAREST)
+    grid = grid.resize((grid.size[0] * scale, grid.size[1] * scale), Image.Resampling.NEAREST)
     margin, row_px = 56, grid.size[1] // len(rows)
     canvas = Image.new("RGB", (grid.size[0] + margin, grid.size[1]), "white")
     canvas.paste(grid.convert("RGB"), (margin, 0))

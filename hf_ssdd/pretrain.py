@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.config import require_at_least
 from hf_ssdd.data import random_crop_flip
 from hf_ssdd.io import atomic_directory, atomic_write_json
-from hf_ssdd.models import create_backbone
+from hf_ssdd.models import Backbone, SSDDPreTrainedModel, TimmBackbone, create_backbone
 from hf_ssdd.utils import default_device, derived_generator, derived_seed, progress
 
 
@@ -85,7 +85,7 @@ def pretrain(
     else:
         model = backbone
         if getattr(model.head, "out_features", None) != dset.target_dim:
-            model.reset_head(dset.target_dim)
+            cast(Backbone, model).reset_head(dset.target_dim)
     model = model.to(device).train()
     x, y = dset.images.to(device), dset.targets.to(device)
     opt = torch.optim.SGD(
@@ -124,9 +124,9 @@ def pretrain(
 def save_encoder(model: nn.Module, folder: str | Path, overwrite: bool = True) -> Path:
     """Save the trunk (head removed) with ``save_pretrained``, atomically."""
     if hasattr(model, "reset_head"):
-        model.reset_head(0)
+        cast(Backbone, model).reset_head(0)
     with atomic_directory(folder, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
+        cast("SSDDPreTrainedModel | TimmBackbone", model).save_pretrained(tmp)
     return Path(folder)
 
 

@@ -120,20 +120,24 @@ def krr_st_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
         teacher,
         checkpoint_every=100,
         log_every=10,
-        krr_st=KRRSTConfig(
-            num_images=cfg.num_images,
-            model=STUDENT,
-            num_models=4,
-            pool_age_limit=50,
-            outer_steps=cfg.krr_st_steps,
-            outer_lr=1e-3,
-            real_batch_size=256,
-        ),
+        sections={
+            "krr_st": KRRSTConfig(
+                num_images=cfg.num_images,
+                model=STUDENT,
+                num_models=4,
+                pool_age_limit=50,
+                outer_steps=cfg.krr_st_steps,
+                outer_lr=1e-3,
+                real_batch_size=256,
+            )
+        },
     )
 
 
 def random_subset_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
-    return _distill_config(cfg, "random", teacher, random=SubsetConfig(num_images=cfg.num_images))
+    return _distill_config(
+        cfg, "random", teacher, sections={"random": SubsetConfig(num_images=cfg.num_images)}
+    )
 
 
 def mkdt_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
@@ -144,18 +148,20 @@ def mkdt_config(cfg: QuickstartConfig, teacher: str) -> DistillRunConfig:
         teacher,
         checkpoint_every=20,
         log_every=5,
-        mkdt=MKDTConfig(
-            num_images=cfg.num_images,
-            model_overrides={"channels": [32, 32, 32]},
-            init="random",
-            iterations=cfg.mkdt_iterations,
-            syn_steps=10,
-            batch_syn=50,
-            expert_epochs=2,
-            max_start_epoch=1,
-            lr_img=100.0,
-            experts=ExpertConfig(num_experts=cfg.mkdt_experts),
-        ),
+        sections={
+            "mkdt": MKDTConfig(
+                num_images=cfg.num_images,
+                model_overrides={"channels": [32, 32, 32]},
+                init="random",
+                iterations=cfg.mkdt_iterations,
+                syn_steps=10,
+                batch_syn=50,
+                expert_epochs=2,
+                max_start_epoch=1,
+                lr_img=100.0,
+                experts=ExpertConfig(num_experts=cfg.mkdt_experts),
+            )
+        },
     )
 
 
@@ -250,7 +256,7 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
         timings[name] = time.perf_counter() - t
 
     t = _stage("5/5 pre-train + linear probe and teacher fidelity on CIFAR-10")
-    pretrain_overrides = {"recipe": "krr_st", "epochs": cfg.pretrain_epochs}
+    pretrain_overrides: dict[str, Any] = {"recipe": "krr_st", "epochs": cfg.pretrain_epochs}
     run_dir = out / "krr_st"
     transfer = {
         "pretrain": pretrain_overrides,

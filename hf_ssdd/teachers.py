@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from hf_ssdd.assets import embedded_path, is_embedded
 from hf_ssdd.hub_client import HubError, resolve_snapshot
 from hf_ssdd.io import atomic_save_safetensors
 from hf_ssdd.utils import cache_root, progress, stable_hash, state_dict_hash
+
+if TYPE_CHECKING:
+    from hf_ssdd.models import Backbone
 
 TeacherKind = Literal["hf_ssdd", "timm", "transformers", "module"]
 Pooling = Literal["auto", "pooler", "cls", "mean"]
@@ -135,7 +138,12 @@ class Teacher:
     ) -> Teacher:
         """Wrap an in-memory encoder (its revision is a hash of its weights)."""
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        prep = Preprocessing(size, tuple(mean), tuple(std), interpolation)
+        prep = Preprocessing(
+            cast(tuple[int, int], size),
+            cast(tuple[float, float, float], tuple(mean)),
+            cast(tuple[float, float, float], tuple(std)),
+            interpolation,
+        )
         kind: TeacherKind = "hf_ssdd" if hasattr(model, "forward_features") else "module"
         return cls(model, prep, teacher_id, None, kind)
 
@@ -252,7 +260,7 @@ class Teacher:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "hf_ssdd" and hasattr(self.model, "forward_features"):
-            return self.model.forward_features(x)
+            return cast("Backbone", self.model).forward_features(x)
         if self.kind == "timm" or self.kind == "module":
             out = self.model(x)
             return out if isinstance(out, torch.Tensor) else _pool(out, self.pooling)
@@ -467,7 +475,7 @@ def import_reference_teacher(cfg: ImportTeacherConfig) -> Path:
     """
     from hf_ssdd.data import get_spec, normalization
     from hf_ssdd.io import atomic_directory
-    from hf_ssdd.models import create_backbone, load_torchvision_resnet_state_dict
+    from hf_ssdd.models import SSDDResNetModel, create_backbone, load_torchvision_resnet_state_dict
 
     if not cfg.checkpoint or not cfg.output_dir:
         raise TeacherError("pass --checkpoint <file.pt> and --output_dir <folder>")
@@ -478,8 +486,11 @@ def import_reference_teacher(cfg: ImportTeacherConfig) -> Path:
     mean, std = normalization(cfg.dataset, size, convention=cfg.convention)
     state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    model = create_backbone(
-        "resnet18_bt_teacher", image_size=size, layers=list(cfg.layers), mean=list(mean), std=list(std)
+    model = cast(
+        SSDDResNetModel,
+        create_backbone(
+            "resnet18_bt_teacher", image_size=size, layers=list(cfg.layers), mean=list(mean), std=list(std)
+        ),
     )
     load_torchvision_resnet_state_dict(model, state)
     with atomic_directory(cfg.output_dir, overwrite=True) as tmp:

@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 
 from hf_ssdd.cli import COMMANDS, _load, main
-from hf_ssdd.config import config_fields, field_help
+from hf_ssdd.config import config_fields, field_help, open_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "datasets", "accelerate", "timm", "huggingface_hub")
@@ -55,7 +55,7 @@ def test_disabling_progress_bars_reaches_the_hf_libraries(hf_first):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_describes_every_key(command, capsys):
     config = _load(COMMANDS[command].config)
-    sections = getattr(config, "METHOD_SECTIONS", ())
+    sections = list(open_sections(config))
     out = ""
     for method in sections or [None]:  # one method's section at a time
         assert main([command, *(["--method", method] if method else []), "--help"]) == 0
@@ -113,7 +113,7 @@ def test_distill_help_shows_only_the_chosen_methods_keys(capsys):
     assert main(["distill", "--method", "mkdt", "--help"]) == 0
     out = capsys.readouterr().out
     assert "  --mkdt.iterations (int) = " in out and "--krr_st." not in out and "--kmeans." not in out
-    assert "--method {krr_st, high_loss, random, kmeans} --help" in out
+    assert "--method {krr_st, high_loss, random, kmeans" in out  # (and any method a test registered)
     assert main(["distill", "--config", "quickstart", "--help"]) == 0  # the config's method: krr_st
     out = capsys.readouterr().out
     assert "  --krr_st.outer_steps (int) = " in out and "--mkdt." not in out

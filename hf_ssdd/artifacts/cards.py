@@ -11,13 +11,23 @@ from hf_ssdd.utils import yaml_safe
 if TYPE_CHECKING:
     from hf_ssdd.artifacts.distilled_set import DistilledSet
 
-METHOD_NAMES = {
+# Display names of the built-in methods for sets saved before a set's metadata carried its method's display name
+# (``method_name``, from the method's registration); newer sets name themselves.
+LEGACY_METHOD_NAMES = {
     "krr_st": "KRR-ST (Lee et al., ICLR 2024)",
     "mkdt": "MKDT (Joshi et al., ICLR 2025)",
     "random": "random real subset",
     "kmeans": "k-means subset in teacher-feature space",
     "high_loss": "high-KD-loss real subset (MKDT initialization)",
 }
+
+
+def method_display_name(meta: dict[str, Any]) -> str | None:
+    """How cards name the method of a set with metadata ``meta`` (``None`` where it names no method)."""
+    method = meta.get("method")
+    if not method:
+        return None
+    return str(meta.get("method_name") or LEGACY_METHOD_NAMES.get(method, method))
 
 
 def template_path(name: str) -> Path:
@@ -152,7 +162,7 @@ def eval_results(rows: list[dict[str, Any]] | None) -> list[Any] | None:
     return results or None
 
 
-def _derived_license(license: str | None, source_id: str | None) -> dict[str, str]:
+def _derived_license(license: str | None, source_id: str | None) -> dict[str, Any]:
     """Card license fields the Hub accepts: the set's own license if given, else the source dataset's terms.
 
     Distilled images derive from the source images, so without an explicit license the card points at the
@@ -208,7 +218,7 @@ def dataset_card(dset: DistilledSet, ds: Any, repo_id: str) -> Any:
         num_images=len(dset),
         image_size=dset.images.shape[-1],
         target_dim=dset.target_dim,
-        method_name=METHOD_NAMES.get(meta.get("method", ""), meta.get("method", "unknown")),
+        method_name=method_display_name(meta) or "unknown",
         source_id=source.get("id", "unknown"),
         source_split=source.get("split", "train"),
         teacher_id=teacher.get("id", "unknown"),
@@ -286,7 +296,7 @@ def model_card(
         mean=encoder["mean"],
         std=encoder["std"],
         distilled_set_repo=distilled_set_repo,
-        method_name=METHOD_NAMES.get(method, method) if method else None,
+        method_name=method_display_name(set_meta),
         teacher_id=teacher_id,
         pretraining_table=_markdown_table(pretraining) if pretraining else None,
         evaluation=evaluation_markdown(rows, "this model"),

@@ -4,21 +4,26 @@ A distiller turns an :class:`~hf_ssdd.data.ImageSource` and a :class:`~hf_ssdd.t
 :class:`~hf_ssdd.distill.DistilledSet`: ``init()`` once, ``step()`` ``num_steps`` times, ``export()``.
 ``state_dict()`` / ``load_state_dict()`` capture everything needed for exact resume. Distillers never touch files
 or the command line; recipes do. A method that needs resources built before it (MKDT: teacher features and trained
-experts) provides them from the classmethod ``prepare``, which the run driver calls; its result is passed to the
-constructor as keyword arguments.
+experts) provides them from the classmethod ``prepare(config, context)``, which the run driver calls with the
+method's own config and a :class:`RunContext`; its result is passed to the constructor as keyword arguments.
+
+Everything about a method is given once, in :func:`register_distiller` on its class: its name (the run config's
+``method`` and section), its config dataclass, its display name (cards, tables) and the pre-training recipe its
+sets recommend. Adding a method is one module with one decorated class, imported once (``docs/architecture.md``).
 """
 
 from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from hf_ssdd.artifacts.distilled_set import DistilledSet
+from hf_ssdd.artifacts.distilled_set import PRETRAINING_RECIPES, DistilledSet
 
 
 class Distiller(ABC):
@@ -39,6 +44,8 @@ class Distiller(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    display_name: ClassVar[str]
+    pretraining_recipe: ClassVar[str]
 
     def __init__(self, config: Any, source: Any, teacher: Any, accelerator: Any = None, seed: int = 0):
         self.config = config
@@ -50,22 +57,22 @@ class Distiller(ABC):
         self.init_indices: torch.Tensor | None = None
 
     @classmethod
-    def prepare(
-        cls, run_cfg: Any, source: Any, teacher: Any, accelerator: Any, output_dir: Path
-    ) -> dict[str, Any]:
-        """Build what the method needs before construction (run driver stage; may write under ``output_dir``).
+    def prepare(cls, config: Any, context: RunContext) -> dict[str, Any]:
+        """Build what the method needs before construction (run driver stage; may write under the run folder).
 
         Args:
-            run_cfg: the whole run configuration (``DistillRunConfig``).
-            source: the real images.
-            teacher: the frozen teacher.
-            accelerator: the run's ``accelerate.Accelerator`` (or ``None``).
-            output_dir: the run's output folder.
+            config: the method's config (an instance of :attr:`config_class`).
+            context: the run's inputs and folder.
 
         Returns:
             Keyword arguments for the constructor (none by default).
         """
         return {}
+
+    @classmethod
+    def default_config(cls) -> Any:
+        """The method's config with its registered defaults (e.g. ``high_loss``: MKDT's with no iterations)."""
+        return _REGISTRY[cls.name].default_config()
 
     @property
     def device(self) -> torch.device:
@@ -114,6 +121,7 @@ class Distiller(ABC):
         src = self.source
         return {
             "method": self.name,
+            "method_name": self.display_name,
             "source": {
                 "id": src.name,
                 "split": src.split,
@@ -126,32 +134,110 @@ class Distiller(ABC):
         }
 
 
-_REGISTRY: dict[str, type[Distiller]] = {}
+@dataclass(frozen=True)
+class RunContext:
+    """What a method's :meth:`Distiller.prepare` stage may use besides its own config.
+
+    Attributes:
+        source: the real images (on the run's device).
+        teacher: the frozen teacher.
+        accelerator: the run's ``accelerate.Accelerator`` (``None``: one process).
+        output_dir: the run folder (e.g. MKDT's default expert folder lies below it).
+        seed: the run's seed.
+    """
+
+    source: Any
+    teacher: Any
+    accelerator: Any
+    output_dir: Path
+    seed: int = 0
 
 
-def register_distiller(name: str) -> Callable[[type[Distiller]], type[Distiller]]:
-    """Class decorator: make a distiller available to :func:`create_distiller` under ``name``."""
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: everything the run config, the cards and pre-training need to know about it.
+
+    Attributes:
+        name: the method's name (``--method``) and its run-config section.
+        distiller: the distiller class.
+        config_class: the method's config dataclass.
+        display_name: how cards and tables name the method.
+        pretraining_recipe: the recipe its sets recommend (a key of ``artifacts.PRETRAINING_RECIPES``).
+        config_defaults: config values that differ from ``config_class``'s defaults for this method.
+        resumable_keys: keys of the method's config that a resumed run may change (its step budget: a finished
+            run asked for more steps continues).
+    """
+
+    name: str
+    distiller: type[Distiller]
+    config_class: type
+    display_name: str
+    pretraining_recipe: str
+    config_defaults: Mapping[str, Any] = field(default_factory=dict)
+    resumable_keys: tuple[str, ...] = ()
+
+    def default_config(self) -> Any:
+        from hf_ssdd.config import config_from_dict
+
+        return config_from_dict(self.config_class, dict(self.config_defaults), prefix=f"{self.name}.")
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_distiller(
+    name: str,
+    *,
+    config: type,
+    display_name: str,
+    pretraining_recipe: str,
+    config_defaults: Mapping[str, Any] | None = None,
+    resumable_keys: tuple[str, ...] = (),
+) -> Callable[[type[Distiller]], type[Distiller]]:
+    """Class decorator: register a distillation method under ``name`` (see :class:`MethodSpec` for the fields).
+
+    The run config then accepts ``method: <name>`` and a ``<name>:`` section parsed into ``config``; the method's
+    sets name it ``display_name`` on their cards and recommend ``pretraining_recipe``.
+    """
+    if pretraining_recipe not in PRETRAINING_RECIPES:
+        raise ValueError(
+            f"method {name!r}: unknown pre-training recipe {pretraining_recipe!r}; "
+            f"choose one of {sorted(PRETRAINING_RECIPES)}"
+        )
 
     def deco(cls: type[Distiller]) -> type[Distiller]:
         if name in _REGISTRY:
             raise ValueError(f"distiller {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
+        cls.name, cls.config_class = name, config
+        cls.display_name, cls.pretraining_recipe = display_name, pretraining_recipe
+        _REGISTRY[name] = MethodSpec(
+            name, cls, config, display_name, pretraining_recipe, dict(config_defaults or {}), resumable_keys
+        )
         return cls
 
     return deco
+
+
+def method_specs() -> dict[str, MethodSpec]:
+    """Every registered method by name."""
+    return dict(_REGISTRY)
 
 
 def list_distillers() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_distiller_class(name: str) -> type[Distiller]:
+def method_spec(name: str) -> MethodSpec:
+    """The registered method ``name``; an unknown name raises ``ValueError`` with the closest known ones."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {close}?" if close else ""
         raise ValueError(f"unknown distillation method {name!r}{hint} Known methods: {list_distillers()}")
     return _REGISTRY[name]
+
+
+def get_distiller_class(name: str) -> type[Distiller]:
+    return method_spec(name).distiller
 
 
 def create_distiller(
@@ -163,15 +249,16 @@ def create_distiller(
     seed: int = 0,
     **resources: Any,
 ) -> Distiller:
-    """Instantiate the registered distiller ``name`` (``config`` may be a dataclass or a mapping).
+    """Instantiate the registered distiller ``name`` (``config`` may be a dataclass, a mapping over the method's
+    defaults, or ``None`` for its defaults).
 
     ``resources`` (e.g. the result of the class's :meth:`Distiller.prepare`) go to the constructor as keywords.
     """
     from hf_ssdd.config import config_from_dict
 
-    cls = get_distiller_class(name)
+    spec = method_spec(name)
     if isinstance(config, dict):
-        config = config_from_dict(cls.config_class, config)
+        config = config_from_dict(spec.config_class, {**spec.config_defaults, **config})
     elif config is None:
-        config = cls.config_class()
-    return cls(config, source, teacher, accelerator=accelerator, seed=seed, **resources)
+        config = spec.default_config()
+    return spec.distiller(config, source, teacher, accelerator=accelerator, seed=seed, **resources)

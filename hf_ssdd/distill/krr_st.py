@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretrainin
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.data import normalize, random_crop_flip
 from hf_ssdd.distill.base import Distiller, register_distiller
-from hf_ssdd.models import create_backbone
+from hf_ssdd.models import Backbone, create_backbone
 from hf_ssdd.utils import derived_generator, derived_seed, progress
 
 
@@ -146,11 +146,15 @@ class _Timer:
         self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
 
 
-@register_distiller("krr_st")
+@register_distiller(
+    "krr_st",
+    config=KRRSTConfig,
+    display_name="KRR-ST (Lee et al., ICLR 2024)",
+    pretraining_recipe="krr_st",
+    resumable_keys=("outer_steps",),
+)
 class KRRSTDistiller(Distiller):
     """KRR-ST (Lee et al., ICLR 2024). See the module docstring."""
-
-    config_class = KRRSTConfig
 
     def __init__(
         self, config: KRRSTConfig, source: Any, teacher: Any, accelerator: Any = None, seed: int = 0
@@ -203,6 +207,7 @@ class KRRSTDistiller(Distiller):
     def _new_pool_model(self, index: int, generation: int) -> tuple[nn.Module, torch.optim.Optimizer]:
         """A freshly initialized pool model, seeded by (seed, index, generation) so resume rebuilds it exactly."""
         cfg = self.config
+        assert self.x_syn is not None and self.y_syn is not None  # built by init() / load_state_dict()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derived_seed(self.seed, "pool-init", index, generation))
             model = create_backbone(cfg.model, head_dim=self.y_syn.shape[1], image_size=self.x_syn.shape[-1])
@@ -260,6 +265,7 @@ class KRRSTDistiller(Distiller):
     def _pool_train_step(self, i: int) -> float:
         """One full-batch SGD step of pool model ``i`` on MSE(model(x_syn), y_syn), in train mode."""
         model, opt = self.pool[i], self.pool_optimizers[i]
+        assert self.x_syn is not None and self.y_syn is not None  # built by init() / load_state_dict()
         model.train()
         with self._autocast():
             out = model(self._as_input(self.x_syn.detach())).logits
@@ -300,6 +306,7 @@ class KRRSTDistiller(Distiller):
 
     def step(self) -> dict[str, float]:
         cfg, s = self.config, self.step_count
+        assert self.x_syn is not None and self.y_syn is not None  # built by init() / load_state_dict()
         i = int(torch.randint(len(self.pool), (1,), generator=derived_generator(self.seed, "model", s)))
         model = self.pool[i].eval()
 
@@ -316,9 +323,9 @@ class KRRSTDistiller(Distiller):
         x_real = self._as_input((x.float() / 255.0 - mean) / std)
 
         with self._section("pool_forward"), self._autocast():
-            feat_syn = model.forward_features(self._as_input(self.x_syn))
+            feat_syn = cast(Backbone, model).forward_features(self._as_input(self.x_syn))
             with torch.no_grad():
-                feat_real = model.forward_features(x_real)
+                feat_real = cast(Backbone, model).forward_features(x_real)
         with self._section("kernel_solve"):
             pred = krr_predict(
                 with_bias_column(feat_syn.float()),
@@ -351,6 +358,7 @@ class KRRSTDistiller(Distiller):
 
     # ------------------------------------------------------------------ state and export
     def state_dict(self) -> dict[str, Any]:
+        assert self.x_syn is not None and self.y_syn is not None  # built by init() / load_state_dict()
         return {
             "step": self.step_count,
             "x_syn": self.x_syn.detach().clone(),
@@ -380,6 +388,7 @@ class KRRSTDistiller(Distiller):
 
     def export(self) -> DistilledSet:
         cfg = self.config
+        assert self.x_syn is not None and self.y_syn is not None  # built by init() / load_state_dict()
         raw = cfg.syn_input_space == "raw"
         meta = self.base_meta()
         meta.update(
@@ -389,6 +398,6 @@ class KRRSTDistiller(Distiller):
             source_normalization={"mean": list(self.source.mean), "std": list(self.source.std)},
             steps=self.step_count,
             config=config_to_dict(cfg),
-            pretraining=recommended_pretraining("krr_st", backbone=cfg.model),
+            pretraining=recommended_pretraining(self.pretraining_recipe, backbone=cfg.model),
         )
         return DistilledSet(self.x_syn.detach(), self.y_syn.detach(), meta)

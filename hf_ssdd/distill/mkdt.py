@@ -27,7 +27,7 @@ from torch import nn
 
 from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.config import config_to_dict
-from hf_ssdd.distill.base import Distiller, register_distiller
+from hf_ssdd.distill.base import Distiller, RunContext, register_distiller
 from hf_ssdd.distill.experts import (
     ExpertConfig,
     ExpertTrainer,
@@ -163,7 +163,13 @@ def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.argsort(scores, descending=True, stable=True)[:k]
 
 
-@register_distiller("mkdt")
+@register_distiller(
+    "mkdt",
+    config=MKDTConfig,
+    display_name="MKDT (Joshi et al., ICLR 2025)",
+    pretraining_recipe="mkdt",
+    resumable_keys=("iterations",),
+)
 class MKDTDistiller(Distiller):
     """MKDT (Joshi et al., ICLR 2025). See the module docstring.
 
@@ -176,8 +182,6 @@ class MKDTDistiller(Distiller):
         features: N×D teacher features of ``source`` (:meth:`prepare` computes them).
         experts: the expert trajectories (:meth:`prepare` trains or loads them).
     """
-
-    config_class = MKDTConfig
 
     def __init__(
         self,
@@ -231,25 +235,24 @@ class MKDTDistiller(Distiller):
         self.syn_lr: nn.Parameter | None = None
 
     @classmethod
-    def prepare(
-        cls, run_cfg: Any, source: Any, teacher: Any, accelerator: Any, output_dir: Path
-    ) -> dict[str, Any]:
+    def prepare(cls, config: MKDTConfig, context: RunContext) -> dict[str, Any]:
         """Teacher features of the whole source, and the experts (trained into the expert folder if absent).
 
-        Under ``accelerate`` each process trains the missing experts j with j % world = rank.
+        The expert folder is ``config.experts.directory``, else ``<run folder>/experts``. Under ``accelerate``
+        each process trains the missing experts j with j % world = rank.
         """
         from hf_ssdd.teachers import encode_source
 
-        cfg: MKDTConfig = getattr(run_cfg, cls.name)
+        cfg, source, teacher, accelerator = config, context.source, context.teacher, context.accelerator
         features = encode_source(teacher, source, accelerator=accelerator)
-        folder = Path(cfg.experts.directory or Path(output_dir) / "experts")
+        folder = Path(cfg.experts.directory or Path(context.output_dir) / "experts")
         trainer = ExpertTrainer(
             architecture=cfg.model,
             source=source,
             features=features,
             config=cfg.experts,
             max_epoch=cfg.expert_max_epoch(),
-            seed=run_cfg.seed,
+            seed=context.seed,
             model_overrides=dict(cfg.model_overrides),
             teacher_id=teacher.teacher_id,
             teacher_revision=teacher.revision,
@@ -338,6 +341,7 @@ class MKDTDistiller(Distiller):
 
     def _enforce_lr_floor(self) -> bool:
         """Clamp the learned lr to ``lr_floor``; returns whether it clamped. Raises if ≤ 0 without a floor."""
+        assert self.syn_lr is not None  # built by init() / load_state_dict()
         with torch.no_grad():
             if self.config.lr_floor > 0:
                 clamped = bool(self.syn_lr < self.config.lr_floor)
@@ -353,6 +357,8 @@ class MKDTDistiller(Distiller):
     def trajectory_gradients(self, step: int, rank: int = 0) -> tuple[MatchingGradients, int, int]:
         """Matching loss and gradients of iteration ``step`` on process ``rank``, with its expert and start epoch."""
         cfg = self.config
+        # built by init() / load_state_dict()
+        assert self.x_syn is not None and self.y_syn is not None and self.syn_lr is not None
         expert_index, start = self.schedule(step, rank)
         expert = self.experts[expert_index]
         batches = minibatch_schedule(
@@ -375,6 +381,8 @@ class MKDTDistiller(Distiller):
 
     def apply_gradients(self, grads: MatchingGradients) -> bool:
         """One step of the three outer optimizers, then the lr floor; returns whether the lr was clamped."""
+        # built by init() / load_state_dict()
+        assert self.x_syn is not None and self.y_syn is not None and self.syn_lr is not None
         for param, grad, opt in zip(
             (self.x_syn, self.y_syn, self.syn_lr), (grads.images, grads.targets, grads.lr), self.optimizers
         ):
@@ -385,6 +393,7 @@ class MKDTDistiller(Distiller):
         return self._enforce_lr_floor()
 
     def step(self) -> dict[str, float]:
+        assert self.syn_lr is not None  # built by init() / load_state_dict()
         lr_used = float(self.syn_lr.detach())
         out, expert_index, start = self.trajectory_gradients(self.step_count, self.rank)
         if self.world_size > 1:  # each process matched its own trajectory: average
@@ -402,6 +411,9 @@ class MKDTDistiller(Distiller):
     # ------------------------------------------------------------------ state and export
     def state_dict(self) -> dict[str, Any]:
         """Synthetic tensors, the three optimizers, the step (which fixes the expert-cycle position)."""
+        # built by init() / load_state_dict()
+        assert self.x_syn is not None and self.y_syn is not None and self.syn_lr is not None
+        assert self.init_indices is not None  # built by init() / load_state_dict()
         return {
             "step": self.step_count,
             "x_syn": self.x_syn.detach().clone(),
@@ -427,6 +439,8 @@ class MKDTDistiller(Distiller):
 
     def export(self) -> DistilledSet:
         cfg = self.config
+        # built by init() / load_state_dict()
+        assert self.x_syn is not None and self.y_syn is not None and self.syn_lr is not None
         learned_lr = float(self.syn_lr.detach())
         meta = self.base_meta()
         meta.update(
@@ -442,7 +456,7 @@ class MKDTDistiller(Distiller):
                 "max_epoch": min(e.meta.max_epoch for e in self.experts),
             },
             pretraining=recommended_pretraining(
-                "mkdt",
+                self.pretraining_recipe,
                 backbone=cfg.model,
                 backbone_overrides=dict(cfg.model_overrides),
                 lr=learned_lr,
@@ -451,7 +465,13 @@ class MKDTDistiller(Distiller):
         return DistilledSet(self.x_syn.detach(), self.y_syn.detach(), meta)
 
 
-@register_distiller("high_loss")
+@register_distiller(
+    "high_loss",
+    config=MKDTConfig,
+    display_name="high-KD-loss real subset (MKDT initialization)",
+    pretraining_recipe="mkdt",
+    config_defaults={"iterations": 0},
+)
 class HighLossSubset(MKDTDistiller):
     """MKDT's high-loss subset baseline (``reference/mkdt.md`` §2): the real images the experts find hardest
     (§1.4) with their teacher features as targets — MKDT's initialization without trajectory matching."""

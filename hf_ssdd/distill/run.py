@@ -20,22 +20,28 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from accelerate.utils import DistributedType
 
 from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
-from hf_ssdd.config import Tracker, config_to_hparams, require_at_least, save_config
+from hf_ssdd.config import (
+    SECTIONS_FIELD,
+    Tracker,
+    config_to_hparams,
+    require_at_least,
+    save_config,
+    section_config,
+)
 from hf_ssdd.data import load_image_source
-from hf_ssdd.distill.base import create_distiller, get_distiller_class
+from hf_ssdd.distill.base import RunContext, create_distiller, method_spec, method_specs
 from hf_ssdd.distill.experts import ExpertTrajectory
-from hf_ssdd.distill.krr_st import KRRSTConfig
-from hf_ssdd.distill.mkdt import MKDTConfig, MKDTDistiller
-from hf_ssdd.distill.subsets import SubsetConfig
+from hf_ssdd.distill.mkdt import MKDTDistiller
 from hf_ssdd.io import atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
 from hf_ssdd.plots import save_before_after_grid, save_curves, save_image_grid
 from hf_ssdd.runs import (
@@ -78,8 +84,14 @@ class SourceConfig:
 class DistillRunConfig:
     """A distillation run: the method, its data and teacher, and the run's bookkeeping.
 
+    Every registered method (:func:`~hf_ssdd.distill.register_distiller`) has a section named after it, set in YAML
+    as ``krr_st: {...}``, on the command line as ``--krr_st.outer_steps 5``, in Python as
+    ``sections={"krr_st": KRRSTConfig(...)}`` (or a mapping over the method's defaults), and read as ``cfg.krr_st``
+    (the method's defaults until set). Only the chosen method's section affects the run.
+
     Attributes:
-        method: the distiller: ``krr_st``, ``mkdt``, or a subset baseline (``random``, ``kmeans``, ``high_loss``).
+        method: the distiller: ``krr_st``, ``mkdt``, a subset baseline (``random``, ``kmeans``, ``high_loss``), or
+            any other registered method (``hf-ssdd distill --help`` lists them).
         source: the real images to distill.
         teacher: model folder, Hub id, ``timm:<name>`` or ``embedded:<name>``; the default is the CPU-trained
             CIFAR-10 Barlow Twins teacher shipped with the package (:mod:`hf_ssdd.assets`).
@@ -94,11 +106,7 @@ class DistillRunConfig:
         resume: continue from the newest checkpoint in ``output_dir``.
         overwrite: delete an existing ``output_dir`` first.
         log_with: also log to an experiment tracker (logs under ``<output_dir>/logs``); ``None``: no tracker.
-        krr_st: KRR-ST settings (``method krr_st``).
-        mkdt: MKDT settings (``method mkdt``).
-        high_loss: high-loss subset baseline settings: MKDT's initialization alone (``method high_loss``).
-        random: random subset baseline settings (``method random``).
-        kmeans: k-means subset baseline settings (``method kmeans``).
+        sections: the methods' settings by method name (see above).
     """
 
     method: str = "krr_st"
@@ -114,28 +122,38 @@ class DistillRunConfig:
     resume: bool = False
     overwrite: bool = False
     log_with: Tracker | None = None
-    krr_st: KRRSTConfig = field(default_factory=KRRSTConfig)
-    mkdt: MKDTConfig = field(default_factory=MKDTConfig)
-    high_loss: MKDTConfig = field(default_factory=lambda: MKDTConfig(iterations=0))
-    random: SubsetConfig = field(default_factory=SubsetConfig)
-    kmeans: SubsetConfig = field(default_factory=SubsetConfig)
+    sections: dict[str, Any] = field(default_factory=dict)
 
-    METHOD_SECTIONS: ClassVar[tuple[str, ...]] = ("krr_st", "mkdt", "high_loss", "random", "kmeans")
+    @classmethod
+    def config_sections(cls) -> dict[str, tuple[type, Mapping[str, Any]]]:
+        """One open section per registered method: its config class and registered defaults."""
+        return {name: (spec.config_class, spec.config_defaults) for name, spec in method_specs().items()}
 
     def __post_init__(self) -> None:
+        method_spec(self.method)  # an unknown method fails here, before any work
+        known = self.config_sections()
+        self.sections = {name: section_config(name, value, known) for name, value in self.sections.items()}
         require_at_least(self, 0, "seed")
         require_at_least(self, 1, "checkpoint_every", "keep_checkpoints", "log_every")
+
+    def __getattr__(self, name: str) -> Any:
+        """``cfg.<method>``: that method's section, created with its defaults on first use (only called for names
+        that are not attributes)."""
+        if name == SECTIONS_FIELD or name.startswith("__") or name not in method_specs():
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        sections = self.sections
+        if name not in sections:
+            sections[name] = method_spec(name).default_config()
+        return sections[name]
+
+    @property
+    def method_config(self) -> Any:
+        """The chosen method's section."""
+        return getattr(self, self.method)
 
 
 class RunError(RuntimeError):
     """A run cannot start or continue as configured."""
-
-
-def _method_config(cfg: DistillRunConfig) -> Any:
-    get_distiller_class(cfg.method)  # fail early on an unknown method
-    if not hasattr(cfg, cfg.method):
-        raise RunError(f"DistillRunConfig has no section for method {cfg.method!r}")
-    return getattr(cfg, cfg.method)
 
 
 def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) -> None:
@@ -192,15 +210,17 @@ def run_expert_training(cfg: DistillRunConfig, accelerator: Any = None) -> list[
     _require_teacher(cfg)
     acc = accelerator or Accelerator()
     source, teacher = _load_inputs(cfg, acc)
-    experts = MKDTDistiller.prepare(cfg, source, teacher, acc, Path(cfg.output_dir))["experts"]
+    context = RunContext(source, teacher, acc, Path(cfg.output_dir), cfg.seed)
+    experts = MKDTDistiller.prepare(cfg.mkdt, context)["experts"]
     if acc.is_main_process:
         folder = experts[0].path.parent
         print(f"{len(experts)} experts (epochs 0..{cfg.mkdt.expert_max_epoch()}) in {folder}")
     return experts
 
 
-# keys a resumed run may change: the step budget, cadences, the folder, the tracker, how the teacher is named (its
-# weights are in the identity as teacher.revision) and how it is spread over processes
+# keys a resumed run may change: cadences, the folder, the tracker, how the teacher is named (its weights are in the
+# identity as teacher.revision) and how it is spread over processes; plus each method's registered resumable keys
+# (its step budget)
 RESUMABLE_KEYS = (
     "output_dir",
     "resume",
@@ -211,17 +231,16 @@ RESUMABLE_KEYS = (
     "log_with",
     "teacher",
     "shard_teacher",
-    "krr_st.outer_steps",
-    "mkdt.iterations",
 )
 
 
 def distill_identity(cfg: DistillRunConfig, source: Any, teacher: Teacher) -> dict[str, Any]:
     """What must match for ``--resume``: the config (other methods' sections and :data:`RESUMABLE_KEYS` aside),
     the source's fingerprint and the teacher's revision."""
-    others = [f"{m}." for m in cfg.METHOD_SECTIONS if m != cfg.method]
+    others = [f"{m}." for m in method_specs() if m != cfg.method]
+    steps = [f"{cfg.method}.{key}" for key in method_spec(cfg.method).resumable_keys]
     inputs = {"source.fingerprint": source.fingerprint, "teacher.revision": teacher.revision}
-    return run_identity(cfg, [*RESUMABLE_KEYS, *others], inputs)
+    return run_identity(cfg, [*RESUMABLE_KEYS, *steps, *others], inputs)
 
 
 def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> DistilledSet:
@@ -235,7 +254,6 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
 
     acc = accelerator or Accelerator(log_with=cfg.log_with, project_dir=str(Path(cfg.output_dir) / "logs"))
     _require_teacher(cfg)
-    _method_config(cfg)
     out = Path(cfg.output_dir)
     with run_lock(out) if acc.is_main_process else contextlib.nullcontext():
         if acc.is_main_process:
@@ -256,8 +274,8 @@ def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
             check_identity(read_identity(out), identity, out / IDENTITY_FILE)
     if acc.is_main_process:
         write_identity(out, identity)
-    method_class = get_distiller_class(cfg.method)
-    total = method_class.planned_steps(_method_config(cfg))
+    method_class = method_spec(cfg.method).distiller
+    total = method_class.planned_steps(cfg.method_config)
     if cfg.resume and (out / "distilled" / "README.md").is_file():
         done = DistilledSet.load(out / "distilled")
         if int(done.meta.get("steps", 0)) >= total:  # finished: no preparation (e.g. MKDT's experts) needed
@@ -271,9 +289,9 @@ def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
         if cfg.log_with:
             acc.init_trackers("hf_ssdd_distill", config=config_to_hparams(cfg))
 
-    resources = method_class.prepare(cfg, source, teacher, acc, out)
+    resources = method_class.prepare(cfg.method_config, RunContext(source, teacher, acc, out, cfg.seed))
     distiller = create_distiller(
-        cfg.method, _method_config(cfg), source, teacher, accelerator=acc, seed=cfg.seed, **resources
+        cfg.method, cfg.method_config, source, teacher, accelerator=acc, seed=cfg.seed, **resources
     )
 
     history: list[dict[str, float]] = []

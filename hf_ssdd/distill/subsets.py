@@ -20,7 +20,7 @@ import torch
 from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.config import config_to_dict
 from hf_ssdd.data import normalize
-from hf_ssdd.distill.base import Distiller, register_distiller
+from hf_ssdd.distill.base import Distiller, RunContext, register_distiller
 from hf_ssdd.utils import derived_generator
 
 
@@ -135,8 +135,6 @@ def nearest_distinct(x: torch.Tensor, centres: torch.Tensor, batch_size: int = 4
 class _SubsetDistiller(Distiller):
     """Shared machinery: select indices in :meth:`init`, export real images with teacher features."""
 
-    config_class = SubsetConfig
-
     def __init__(
         self,
         config: SubsetConfig,
@@ -153,13 +151,11 @@ class _SubsetDistiller(Distiller):
         self.indices: torch.Tensor | None = None
 
     @classmethod
-    def prepare(
-        cls, run_cfg: Any, source: Any, teacher: Any, accelerator: Any, output_dir: Any
-    ) -> dict[str, Any]:
+    def prepare(cls, config: SubsetConfig, context: RunContext) -> dict[str, Any]:
         """The teacher features of the whole source, computed once and cached (:func:`encode_source`)."""
         from hf_ssdd.teachers import encode_source
 
-        return {"features": encode_source(teacher, source, accelerator=accelerator)}
+        return {"features": encode_source(context.teacher, context.source, accelerator=context.accelerator)}
 
     def step(self) -> dict[str, float]:
         raise RuntimeError(f"the {self.name} baseline has no optimization steps")
@@ -193,6 +189,7 @@ class _SubsetDistiller(Distiller):
         self.indices = state["indices"]
 
     def export(self) -> DistilledSet:
+        assert self.indices is not None  # set by init() / load_state_dict()
         idx = self.indices.to(self.device)
         images = normalize(self.source.images[idx], self.source.mean, self.source.std)
         targets = self.teacher_features()[self.indices]
@@ -205,12 +202,14 @@ class _SubsetDistiller(Distiller):
             config=config_to_dict(self.config),
             source_indices=self.indices.tolist(),
             class_names=self.source.class_names,
-            pretraining=recommended_pretraining("mkdt"),
+            pretraining=recommended_pretraining(self.pretraining_recipe),
         )
         return DistilledSet(images, targets, meta, labels=labels)
 
 
-@register_distiller("random")
+@register_distiller(
+    "random", config=SubsetConfig, display_name="random real subset", pretraining_recipe="mkdt"
+)
 class RandomSubset(_SubsetDistiller):
     """A uniformly random subset of the source, seeded."""
 
@@ -220,7 +219,12 @@ class RandomSubset(_SubsetDistiller):
         ]
 
 
-@register_distiller("kmeans")
+@register_distiller(
+    "kmeans",
+    config=SubsetConfig,
+    display_name="k-means subset in teacher-feature space",
+    pretraining_recipe="mkdt",
+)
 class KMeansSubset(_SubsetDistiller):
     """The real image nearest to each of ``num_images`` k-means centroids in teacher-feature space."""
 

@@ -33,7 +33,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -271,7 +271,8 @@ class TimmBackbone(nn.Module):
                 **timm_kwargs.get("pretrained_cfg_overlay", {}),
                 **overlay,
             }
-        self.model = _create_timm_model(model_name, pretrained, image_size, timm_kwargs)
+        # A timm model: forward_features / forward_head / num_features / pretrained_cfg are not on nn.Module.
+        self.model = cast(Any, _create_timm_model(model_name, pretrained, image_size, timm_kwargs))
         self.num_features = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self.head = _make_head(self.num_features, head_dim)
 
@@ -326,7 +327,7 @@ class TimmBackbone(nn.Module):
         folder = Path(save_directory)
         save_for_hf(
             self.model,
-            folder,
+            folder,  # type: ignore[arg-type]  # timm stub: save_directory is typed str, but goes to Path()
             safe_serialization=True,
             model_config={"pretrained_cfg": {"tag": TIMM_EXPORT_TAG}},
             data_config={"input_size": self.model.pretrained_cfg["input_size"], "crop_pct": 1.0},

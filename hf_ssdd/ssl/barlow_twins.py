@@ -12,9 +12,14 @@ holding parts of a batch compute the loss of the whole batch (the official code 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from hf_ssdd.models import Backbone
 
 __all__ = ["BarlowTwinsLoss", "BarlowTwinsModel", "BarlowTwinsProjector", "barlow_twins_loss"]
 
@@ -168,12 +173,12 @@ class BarlowTwinsModel(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.projector = BarlowTwinsProjector(backbone.num_features, hidden_dim, out_dim)
+        self.projector = BarlowTwinsProjector(cast("Backbone", backbone).num_features, hidden_dim, out_dim)
         self.criterion = BarlowTwinsLoss(lambd, scale_loss)
 
     def project(self, x: Tensor) -> Tensor:
         """Projection of one view, ``[B, out_dim]``."""
-        return self.projector(self.backbone.forward_features(x))
+        return self.projector(cast("Backbone", self.backbone).forward_features(x))
 
     def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
         """Loss of two views of the same images; each view goes through the network separately (own BN stats)."""

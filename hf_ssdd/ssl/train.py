@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ from hf_ssdd.config import Tracker, config_to_hparams, require_at_least, require
 from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
 from hf_ssdd.io import atomic_directory, atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
 from hf_ssdd.knn import knn_accuracy
-from hf_ssdd.models import create_backbone
+from hf_ssdd.models import Backbone, SSDDPreTrainedModel, TimmBackbone, create_backbone
 from hf_ssdd.plots import save_curves, save_image_grid
 from hf_ssdd.runs import LOCK_FILE, check_identity, run_identity, run_lock
 from hf_ssdd.ssl.barlow_twins import BarlowTwinsModel
@@ -136,7 +136,8 @@ def _features(
 ) -> torch.Tensor:
     backbone.eval()
     out = [
-        backbone.forward_features(normalize(chunk, mean, std)).float() for chunk in images.split(batch_size)
+        cast(Backbone, backbone).forward_features(normalize(chunk, mean, std)).float()
+        for chunk in images.split(batch_size)
     ]
     return torch.cat(out)
 
@@ -185,7 +186,7 @@ def save_knn_curve(path: Path, records: list[dict[str, Any]], labels: torch.Tens
 def save_teacher(backbone: nn.Module, folder: Path) -> Path:
     """Save the backbone (no head) as an HF model folder, atomically."""
     with atomic_directory(folder, overwrite=True) as tmp:
-        backbone.save_pretrained(tmp)
+        cast("SSDDPreTrainedModel | TimmBackbone", backbone).save_pretrained(tmp)
     return folder
 
 

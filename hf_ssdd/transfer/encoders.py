@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -87,11 +87,14 @@ class PreparedEncoder:
                 torch.manual_seed(derived_seed(seed, "scratch-init", self.architecture))
                 model = create_backbone(self.architecture, image_size=self.image_size)
         elif self.kind == "encoder":
-            model = copy.deepcopy(self.module)
+            model = copy.deepcopy(cast(nn.Module, self.module))  # set for kind "encoder"
         else:
-            settings = resolve_settings(self.dset, **self.pretrain_overrides)
-            model = pretrain(self.dset, self.architecture, settings, seed, device, progress_bar)
-        model.reset_head(0)
+            # self.dset is set for kind "distilled_set"
+            settings = resolve_settings(cast(DistilledSet, self.dset), **self.pretrain_overrides)
+            model = pretrain(
+                cast(DistilledSet, self.dset), self.architecture, settings, seed, device, progress_bar
+            )
+        cast(Backbone, model).reset_head(0)
         return at_resolution(model, self.image_size).to(device).eval()
 
     def describe(self) -> dict[str, Any]:
@@ -161,14 +164,14 @@ def _prepare(
     source = spec.source
     label = None if isinstance(source, (nn.Module, DistilledSet)) else os.fspath(source)
     if _kind(spec) == "distilled_set":
-        dset = source if isinstance(source, DistilledSet) else DistilledSet.from_pretrained(label)
+        dset = source if isinstance(source, DistilledSet) else DistilledSet.from_pretrained(cast(str, label))
         native = int(dset.images.shape[-1])
         overrides = dict(pretrain_overrides or {})
         resolve_settings(dset, **overrides)  # an unknown recipe fails now, not after the first evaluations
         return PreparedEncoder(
             name, "distilled_set", architecture, image_size or native, native, None, dset, overrides, label
         )
-    module = source if isinstance(source, nn.Module) else load_encoder(label)
+    module = source if isinstance(source, nn.Module) else load_encoder(cast(str, label))
     if not isinstance(module, Backbone):
         raise ValueError(
             f"encoder {name!r} ({type(module).__name__}) lacks the backbone contract (num_features, forward_features, "
@@ -240,6 +243,7 @@ def at_resolution(model: nn.Module, image_size: int) -> nn.Module:
     config = getattr(model, "config", None)
     if getattr(config, "image_size", image_size) == image_size:
         return model
+    assert config is not None  # getattr(None, ...) returned image_size above
     logger.info(
         "rebuilding %s for %d px inputs (built for %d px)",
         type(model).__name__,

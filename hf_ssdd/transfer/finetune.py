@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from torch import nn
 from hf_ssdd.data import get_spec, normalize, random_crop_flip
 from hf_ssdd.transfer.probe import map_batches
 from hf_ssdd.utils import derived_generator, derived_seed, progress
+
+if TYPE_CHECKING:
+    from hf_ssdd.models import Backbone
 
 FINE_GRAINED_TARGETS = frozenset({"aircraft", "cars", "cub2011", "dogs", "flowers102"})
 DEFAULT_STEPS = 10_000
@@ -115,7 +119,7 @@ def finetune(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, "finetune-head"))
-        model.reset_head(num_classes)
+        cast("Backbone", model).reset_head(num_classes)
     model.to(device).train()
     x, y = images.to(device), labels.to(device, torch.int64)
     optimizer, scheduler = make_optimizer(model, settings, steps)

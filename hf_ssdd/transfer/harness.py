@@ -22,7 +22,8 @@ import platform
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -97,7 +98,8 @@ class TargetData:
 
     @property
     def num_classes(self) -> int:
-        return max(self.train.num_classes or 0, int(self.test.labels.max()) + 1)
+        # load_target only loads labelled splits
+        return max(self.train.num_classes or 0, int(cast(torch.Tensor, self.test.labels).max()) + 1)
 
 
 def evaluate_transfer(
@@ -155,7 +157,8 @@ def evaluate_transfer(
     teacher_features: dict[tuple[str, int], torch.Tensor] = {}
     if "fidelity" in protocols:
         if not isinstance(teacher, Teacher):
-            teacher = Teacher.from_pretrained(teacher, device=device)
+            # not None: _check_request refuses fidelity without a teacher
+            teacher = Teacher.from_pretrained(cast("str | Path", teacher), device=device)
         teacher_features = {
             key: encode_source(teacher, target.test, settings.batch_size, progress_bar=progress_bar)
             for key, target in data.items()
@@ -186,7 +189,7 @@ def evaluate_transfer(
     bar.close()
     metadata = _metadata(prepared, targets, protocols, fractions, seeds, settings, device, image_size)
     if "fidelity" in protocols:
-        metadata["teacher"] = teacher.describe()
+        metadata["teacher"] = cast(Teacher, teacher).describe()  # loaded above for fidelity
     return TransferResults(rows, metadata)
 
 
@@ -308,7 +311,7 @@ def _evaluate_target(
     the test split.
     """
     every = dict.fromkeys(f for fs in fractions.values() for f in fs)
-    subsets = {f: label_fraction_indices(data.train.labels, f, seed) for f in every}
+    subsets = {f: label_fraction_indices(cast(torch.Tensor, data.train.labels), f, seed) for f in every}
     frozen = [f for p, fs in fractions.items() if p != "finetune" for f in fs]
     features = None
     if frozen or "fidelity" in protocols:
@@ -316,10 +319,12 @@ def _evaluate_target(
             torch.cat([subsets[f] for f in frozen]).unique() if frozen else torch.zeros(0, dtype=torch.int64)
         )
         features = _frozen_features(trunk, data, index, settings)
-    results = {}
+    results: dict[tuple[str, float | None], float] = {}
     for protocol in protocols:
         if protocol == "fidelity":
-            fidelity = _fidelity(features.test, teacher_features, settings.fidelity_ridge)
+            assert features is not None  # computed above when "fidelity" is requested
+            # the caller encodes every target with the teacher when "fidelity" is requested
+            fidelity = _fidelity(features.test, cast(torch.Tensor, teacher_features), settings.fidelity_ridge)
             results[("fidelity", None)], results[("fidelity_cka", None)] = fidelity["r2"], fidelity["cka"]
             continue
         for fraction in fractions[protocol]:
@@ -330,6 +335,7 @@ def _evaluate_target(
                     trunk, data, subset, key, settings, progress_bar
                 )
             else:
+                assert features is not None  # computed above: this protocol's fractions are in ``frozen``
                 results[(protocol, fraction)] = _frozen_accuracy(
                     protocol, features, data, subset, key, settings
                 )
@@ -367,16 +373,23 @@ def _frozen_accuracy(
     settings: TransferSettings,
 ) -> float:
     rows = torch.searchsorted(features.index, subset).to(features.train.device)
-    train, labels = features.train[rows], data.train.labels[subset.to(data.train.device)]
+    # load_target only loads labelled splits
+    train, labels = features.train[rows], cast(torch.Tensor, data.train.labels)[subset.to(data.train.device)]
     if protocol == "linear_probe":
         return linear_probe_accuracy(
-            train, labels, features.test, data.test.labels, data.num_classes, settings.probe, seed
+            train,
+            labels,
+            features.test,
+            cast(torch.Tensor, data.test.labels),
+            data.num_classes,
+            settings.probe,
+            seed,
         )
     return knn_protocol_accuracy(
         train,
         labels,
         features.test,
-        data.test.labels,
+        cast(torch.Tensor, data.test.labels),
         data.num_classes,
         settings.knn_k,
         settings.knn_temperature,
@@ -398,7 +411,7 @@ def _finetune_accuracy(
     finetune(
         model,
         train.images[index],
-        train.labels[index],
+        cast(torch.Tensor, train.labels)[index],  # load_target only loads labelled splits
         data.num_classes,
         train.mean,
         train.std,
@@ -408,7 +421,7 @@ def _finetune_accuracy(
         progress_bar=progress_bar,
     )
     predictions = predict(model, test.images, test.mean, test.std, settings.batch_size)
-    return top1_accuracy(predictions, test.labels)
+    return top1_accuracy(predictions, cast(torch.Tensor, test.labels))
 
 
 def _row(

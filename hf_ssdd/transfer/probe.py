@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from hf_ssdd.data import normalize
 from hf_ssdd.knn import knn_predict
 from hf_ssdd.transfer.metric import top1_accuracy
 from hf_ssdd.utils import derived_seed
+
+if TYPE_CHECKING:
+    from hf_ssdd.models import Backbone
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,13 @@ def extract_features(
 ) -> torch.Tensor:
     """``model.forward_features`` of uint8 ``images`` normalized with ``mean``/``std``, as float32 ``[N, D]``."""
     return map_batches(
-        lambda x: model.forward_features(x).float(), model, images, mean, std, batch_size, device
+        lambda x: cast("Backbone", model).forward_features(x).float(),
+        model,
+        images,
+        mean,
+        std,
+        batch_size,
+        device,
     )
 
 

@@ -126,7 +126,7 @@ def run_transfer(cfg: TransferConfig) -> TransferResults:
     protocols = list(cfg.protocols) + (
         ["fidelity"] if cfg.teacher and "fidelity" not in cfg.protocols else []
     )
-    fractions = {
+    fractions: dict[str, list[float]] = {
         p: cfg.finetune_label_fractions
         if p == "finetune" and cfg.finetune_label_fractions
         else cfg.label_fractions

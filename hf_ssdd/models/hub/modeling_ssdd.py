@@ -18,6 +18,7 @@ Inverted Residuals and Linear Bottlenecks", CVPR 2018.
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -46,9 +47,9 @@ class SSDDModelOutput(ModelOutput):
         logits: Head output ``[B, head_dim]``, or None when the model has no head.
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
-    pooler_output: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -67,12 +68,12 @@ def _make_head(num_features: int, head_dim: int) -> nn.Module:
 def _init_norm(module: nn.Module, gamma: float = 1.0) -> None:
     """Reset a BatchNorm / GroupNorm: weight ``gamma``, bias 0, running statistics to their initial values."""
     if module.weight is not None:
-        nn.init.constant_(module.weight, gamma)
-        nn.init.zeros_(module.bias)
+        nn.init.constant_(cast(torch.Tensor, module.weight), gamma)
+        nn.init.zeros_(cast(torch.Tensor, module.bias))
     if getattr(module, "running_mean", None) is not None:
-        nn.init.zeros_(module.running_mean)
-        nn.init.ones_(module.running_var)
-        nn.init.zeros_(module.num_batches_tracked)
+        nn.init.zeros_(cast(torch.Tensor, module.running_mean))
+        nn.init.ones_(cast(torch.Tensor, module.running_var))
+        nn.init.zeros_(cast(torch.Tensor, module.num_batches_tracked))
 
 
 class SSDDPreTrainedModel(PreTrainedModel):
@@ -83,10 +84,12 @@ class SSDDPreTrainedModel(PreTrainedModel):
     input resolution is then fixed to ``config.image_size``) or its global average.
     """
 
-    config_class = SSDDConfig
+    config_class: type[SSDDConfig] = SSDDConfig
     base_model_prefix = "ssdd"
     main_input_name = "pixel_values"
     flatten_features = False
+    num_features: int
+    head: nn.Module
 
     def _init_head(self) -> None:
         self.head = _make_head(self.num_features, self.config.head_dim)
@@ -213,7 +216,8 @@ class SSDDBasicBlock(nn.Module):
         self.bn1 = _norm_layer(norm, out_chans)
         self.conv2 = nn.Conv2d(out_chans, out_chans, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn2 = _norm_layer(norm, out_chans)
-        self.bn2.zero_init_residual = zero_init_residual
+        # torch's stub types Module.__setattr__ values as Tensor | Module, but any value is stored
+        self.bn2.zero_init_residual = zero_init_residual  # type: ignore[assignment]
         self.downsample = None
         if stride != 1 or in_chans != out_chans:
             self.downsample = nn.Sequential(
@@ -235,6 +239,10 @@ class SSDDResNetModel(SSDDPreTrainedModel):
     """
 
     config_class = SSDDResNetConfig
+    layer1: nn.Module
+    layer2: nn.Module
+    layer3: nn.Module
+    layer4: nn.Module
 
     def __init__(self, config: SSDDResNetConfig):
         super().__init__(config)
@@ -279,6 +287,7 @@ class SSDDVGGModel(SSDDPreTrainedModel):
 
     def __init__(self, config: SSDDVGGConfig):
         super().__init__(config)
+        layers: list[nn.Module]
         layers, in_chans, size = [], config.in_chans, config.image_size
         for item in config.cfg:
             if item == "M":
