@@ -1,5 +1,10 @@
 """The method registry: a method in one file (tests/toy_method.py) runs through the CLI, its card and pre-training."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import toy_method  # noqa: F401  (registers --method toy: the one import a new method needs)
@@ -88,3 +93,18 @@ def test_a_method_in_one_file_runs_through_the_cli_its_card_and_pretraining(tmp_
     # resume: a finished run asked for more steps continues from its last checkpoint
     assert main([*argv[:-4], "--toy.steps", "3", "--log_every", "1", "--resume"]) == 0
     assert DistilledSet.load(out / "distilled").meta["steps"] == 3
+
+
+def test_installed_packages_register_methods_through_the_entry_point_group(tmp_path):
+    # a fake installed distribution whose entry point in hf_ssdd.methods names the toy module
+    dist = tmp_path / "toy_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[hf_ssdd.methods]\ntoy = toy_method\n")
+    tests, root = Path(__file__).parent, Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (tmp_path, tests, root)))}
+    out = subprocess.run(
+        [sys.executable, "-m", "hf_ssdd.cli", "distill", "--method", "toy", "--help"],
+        env=env, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    assert "--toy.rate (float) = 0.5" in out

@@ -9,12 +9,15 @@ method's own config and a :class:`RunContext`; its result is passed to the const
 
 Everything about a method is given once, in :func:`register_distiller` on its class: its name (the run config's
 ``method`` and section), its config dataclass, its display name (cards, tables) and the pre-training recipe its
-sets recommend. Adding a method is one module with one decorated class, imported once (``docs/architecture.md``).
+sets recommend. Adding a method is one module with one decorated class, imported once (``docs/architecture.md``);
+installed packages make their methods available to ``hf-ssdd`` through the entry-point group ``hf_ssdd.methods``
+(each entry names a module to import).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -218,17 +221,41 @@ def register_distiller(
     return deco
 
 
+ENTRY_POINT_GROUP = "hf_ssdd.methods"
+_plugins_loaded = False
+
+
+def load_method_plugins() -> None:
+    """Import the modules that installed packages declare in the entry-point group ``hf_ssdd.methods`` (once)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            importlib.import_module(entry.value.split(":")[0])
+        except Exception as e:
+            raise ImportError(
+                f"the distillation method plugin {entry.name!r} ({entry.value}, entry-point group "
+                f"{ENTRY_POINT_GROUP}) failed to import: {type(e).__name__}: {e}"
+            ) from e
+
+
 def method_specs() -> dict[str, MethodSpec]:
-    """Every registered method by name."""
+    """Every registered method by name (plugins of installed packages included)."""
+    load_method_plugins()
     return dict(_REGISTRY)
 
 
 def list_distillers() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(method_specs())
 
 
 def method_spec(name: str) -> MethodSpec:
     """The registered method ``name``; an unknown name raises ``ValueError`` with the closest known ones."""
+    load_method_plugins()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {close}?" if close else ""
