@@ -27,6 +27,7 @@ from hf_ssdd.config import require_at_least
 from hf_ssdd.data import random_crop_flip
 from hf_ssdd.io import atomic_directory, atomic_write_json
 from hf_ssdd.models import Backbone, SSDDPreTrainedModel, TimmBackbone, create_backbone
+from hf_ssdd.runs import RunRecorder
 from hf_ssdd.utils import default_device, derived_generator, derived_seed, progress
 
 
@@ -148,7 +149,8 @@ class PretrainConfig:
         batch_size: minibatch size; ``None``: the recipe's.
         augment: augment the synthetic images (random crop and flip); both papers do not.
         seed: seed of the initialization and the batch order.
-        output_dir: where ``encoder/`` and ``pretrain.json`` are written.
+        output_dir: the run folder: ``config.yaml``, ``encoder/`` and ``pretrain.json``.
+        overwrite: replace the content of a non-empty ``output_dir`` (kept until the new encoder is saved).
         assume_mean: the images' normalization mean, for a set whose card does not record it (else refused).
         assume_std: the images' normalization std, with ``assume_mean``.
     """
@@ -164,6 +166,7 @@ class PretrainConfig:
     augment: bool = False
     seed: int = 0
     output_dir: str = "runs/pretrain"
+    overwrite: bool = False
     assume_mean: list[float] | None = None
     assume_std: list[float] | None = None
 
@@ -173,9 +176,17 @@ class PretrainConfig:
 
 
 def run_pretrain(cfg: PretrainConfig) -> Path:
-    """Load the set, pre-train, save ``output_dir/encoder`` and ``output_dir/pretrain.json``; returns the encoder folder."""
+    """Load the set, pre-train, save ``output_dir/encoder`` and ``output_dir/pretrain.json``; returns the encoder folder.
+
+    A non-empty ``output_dir`` is refused unless ``overwrite``; the replaced content comes back if this run fails.
+    """
     if not cfg.distilled_set:
         raise ValueError("pass --distilled_set <folder or Hub id>")
+    with RunRecorder(cfg.output_dir, resume=False, overwrite=cfg.overwrite) as run, run.loading_inputs():
+        return _pretrain_run(cfg, run)
+
+
+def _pretrain_run(cfg: PretrainConfig, run: RunRecorder) -> Path:
     dset = DistilledSet.from_pretrained(
         cfg.distilled_set, assume_mean=cfg.assume_mean, assume_std=cfg.assume_std
     )
@@ -190,8 +201,9 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
         augment=cfg.augment,
     )
     backbone = cfg.backbone or (dset.meta.get("pretraining") or {}).get("backbone") or "convnet"
+    run.save_config(cfg)
     model = pretrain(dset, backbone, settings, seed=cfg.seed)
-    out = Path(cfg.output_dir)
+    out = run.folder
     encoder = save_encoder(model, out / "encoder")
     record = {
         "distilled_set": cfg.distilled_set,

@@ -7,6 +7,10 @@ source images' ``datasets`` fingerprint, the teacher's revision or weight hash).
 
 The lock is a file ``<run>/.lock`` created exclusively, holding the writer's pid and host. A second writer is
 refused with the holder named; a lock whose process is gone (same host) is stale and taken over.
+
+:class:`RunRecorder` is the one way every command (``distill``, ``pretrain-teacher``, ``pretrain``, ``transfer``)
+keeps its run folder — ``--output_dir`` is that folder in all of them: the lock, the refusal of a non-empty folder
+without ``--resume``/``--overwrite``, ``config.yaml``, ``identity.json``, ``metrics.jsonl`` and the checkpoints.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hf_ssdd.config import config_to_dict
-from hf_ssdd.io import atomic_write_json
+from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
+from hf_ssdd.config import config_to_dict, save_config
+from hf_ssdd.io import atomic_write_json, atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
 
 __all__ = [
     "RunIdentityError",
+    "RunRecorder",
     "RunLockedError",
     "check_identity",
     "read_identity",
@@ -159,3 +165,92 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
     finally:
         if _holder(lock).get("pid") == me["pid"]:
             lock.unlink(missing_ok=True)
+
+
+class RunRecorder:
+    """A command's run folder: lock, layout, config, identity, metrics and checkpoints (main process writes).
+
+    Usage::
+
+        with RunRecorder(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite, accelerator=acc) as run:
+            with run.loading_inputs():        # a failure here puts back the run that --overwrite moved aside
+                inputs = load(...)
+            found = run.resume_from(identity)  # the newest checkpoint (path, state) of the same run, or None
+            run.save_config(cfg)               # only once the inputs have loaded: a failed start leaves nothing
+            run.log({"step": 1, "loss": ...})  # one line of metrics.jsonl
+            run.checkpoint(step, state, keep=2)
+
+    Args:
+        folder: the run folder (``--output_dir``).
+        resume: continue the run in ``folder`` (its checkpoints must have the same identity).
+        overwrite: start over in a non-empty ``folder`` (its content is kept aside until the new run has started).
+        accelerator: the run's ``accelerate.Accelerator``; only its main process writes (``None``: one process).
+    """
+
+    def __init__(self, folder: str | Path, *, resume: bool, overwrite: bool, accelerator: Any = None):
+        self.folder = Path(folder)
+        self.resume, self.overwrite = resume, overwrite
+        self.accelerator = accelerator
+        self.is_main = accelerator is None or accelerator.is_main_process
+        self.identity: dict[str, Any] | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> RunRecorder:
+        if self.is_main:
+            self._stack.enter_context(run_lock(self.folder))
+            prepare_run_dir(self.folder, self.resume, self.overwrite, keep=(LOCK_FILE,))
+            remove_temporaries(self.folder)
+        self.wait()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
+
+    def wait(self) -> None:
+        """Barrier across processes (nothing with one process)."""
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+    def loading_inputs(self) -> contextlib.AbstractContextManager[None]:
+        """Wrap loading and checking the inputs: failure restores an overwritten run, success discards it."""
+        return replaced_run_kept_until_started(self.folder, (LOCK_FILE,), self.is_main)
+
+    def resume_from(self, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+        """Record the run's identity; with ``resume``, the newest readable checkpoint of the same run.
+
+        Raises:
+            RunIdentityError: the folder holds a different run (a checkpoint's or ``identity.json``'s identity
+                differs from ``identity``).
+        """
+        self.identity = identity
+        found = load_latest_checkpoint(self.folder) if self.resume else None
+        if found is not None:
+            check_identity(found[1].get("identity"), identity, found[0])
+        elif self.resume and read_identity(self.folder) is not None:  # a run that never checkpointed
+            check_identity(read_identity(self.folder), identity, self.folder / IDENTITY_FILE)
+        if self.is_main:
+            write_identity(self.folder, identity)
+        return found
+
+    def save_config(self, config: Any) -> None:
+        """Write ``config.yaml`` (the resolved config)."""
+        if self.is_main:
+            save_config(config, self.folder / "config.yaml")
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        """Append one record to ``metrics.jsonl``."""
+        if self.is_main:
+            with open(self.folder / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(dict(record)) + "\n")
+
+    def rewrite_metrics(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Replace ``metrics.jsonl`` (a resumed run drops what was logged after its checkpoint)."""
+        if self.is_main:
+            atomic_write_text(
+                self.folder / "metrics.jsonl", "".join(json.dumps(dict(r)) + "\n" for r in records)
+            )
+
+    def checkpoint(self, step: int, state: Mapping[str, Any], keep: int) -> None:
+        """Save ``state`` (with the run's identity) as checkpoint ``step``, keeping the newest ``keep``."""
+        if self.is_main:
+            save_checkpoint(self.folder, step, {**state, "identity": self.identity}, keep=keep)

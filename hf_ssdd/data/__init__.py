@@ -10,19 +10,10 @@ from hf_ssdd.data.augment import (
     resized_crop,
 )
 from hf_ssdd.data.catalog import DatasetSpec, get_spec, list_datasets, normalization
-from hf_ssdd.data.source import (
-    ImageSource,
-    ResolvedDataset,
-    check_labels,
-    compute_normalization_stats,
-    decode_images,
-    denormalize,
-    detect_columns,
-    load_hf_dataset,
-    load_image_source,
-    normalize,
-    resolve_dataset,
-)
+from hf_ssdd.data.channel_norm import compute_normalization_stats, denormalize, normalize
+from hf_ssdd.data.decode import check_labels, decode_images
+from hf_ssdd.data.resolve import ResolvedDataset, detect_columns, load_hf_dataset, resolve_dataset
+from hf_ssdd.data.source import ImageSource, load_image_source
 from hf_ssdd.data.streaming import ImageBatch, stream_image_batches
 
 __all__ = [

@@ -10,7 +10,7 @@ Normalization constants are copied verbatim from the reference implementations:
   Tiny ImageNet uses the ImageNet statistics.
 
 The Hub ids of the fine-grained sets and of ImageNet 64x64 are candidates that the papers did not use; their
-column and split names are unverified (column detection in :mod:`hf_ssdd.data.source` does not rely on them).
+column and split names are unverified (column detection in :mod:`hf_ssdd.data.resolve` does not rely on them).
 """
 
 from __future__ import annotations

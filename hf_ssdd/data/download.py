@@ -18,7 +18,7 @@ import datasets
 from datasets.table import embed_table_storage
 
 from hf_ssdd.data.catalog import get_spec
-from hf_ssdd.data.source import DATA_DIR_ENV
+from hf_ssdd.data.resolve import DATA_DIR_ENV
 from hf_ssdd.io import atomic_directory
 from hf_ssdd.utils import progress
 

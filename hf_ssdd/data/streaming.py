@@ -18,7 +18,8 @@ import torch
 from datasets import Image
 from datasets.distributed import split_dataset_by_node
 
-from hf_ssdd.data.source import decode_images, detect_columns, load_hf_dataset, native_size, resolve_dataset
+from hf_ssdd.data.decode import decode_images, native_size
+from hf_ssdd.data.resolve import detect_columns, load_hf_dataset, resolve_dataset
 
 
 class ImageBatch(NamedTuple):

@@ -17,8 +17,6 @@ expert training); :func:`run_expert_training` runs that stage alone (``hf-ssdd t
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,30 +27,19 @@ from accelerate.utils import DistributedType
 
 from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.assets import DEFAULT_TEACHER
-from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
 from hf_ssdd.config import (
     SECTIONS_FIELD,
     Tracker,
     config_to_hparams,
     require_at_least,
-    save_config,
     section_config,
 )
 from hf_ssdd.data import load_image_source
 from hf_ssdd.distill.base import RunContext, create_distiller, method_spec, method_specs
 from hf_ssdd.distill.experts import ExpertTrajectory
 from hf_ssdd.distill.mkdt import MKDTDistiller
-from hf_ssdd.io import atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
 from hf_ssdd.plots import save_before_after_grid, save_curves, save_image_grid
-from hf_ssdd.runs import (
-    IDENTITY_FILE,
-    LOCK_FILE,
-    check_identity,
-    read_identity,
-    run_identity,
-    run_lock,
-    write_identity,
-)
+from hf_ssdd.runs import RunRecorder, run_identity
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.utils import progress
 
@@ -254,26 +241,15 @@ def run_distillation(cfg: DistillRunConfig, accelerator: Any = None) -> Distille
 
     acc = accelerator or Accelerator(log_with=cfg.log_with, project_dir=str(Path(cfg.output_dir) / "logs"))
     _require_teacher(cfg)
-    out = Path(cfg.output_dir)
-    with run_lock(out) if acc.is_main_process else contextlib.nullcontext():
-        if acc.is_main_process:
-            prepare_run_dir(out, cfg.resume, cfg.overwrite, keep=(LOCK_FILE,))
-            remove_temporaries(out)
-        acc.wait_for_everyone()
-        return _distill(cfg, acc, out)
+    with RunRecorder(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite, accelerator=acc) as run:
+        return _distill(cfg, acc, run)
 
 
-def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
-    with replaced_run_kept_until_started(out, (LOCK_FILE,), acc.is_main_process):
+def _distill(cfg: DistillRunConfig, acc: Any, run: RunRecorder) -> DistilledSet:
+    out = run.folder
+    with run.loading_inputs():
         source, teacher = _load_inputs(cfg, acc)
-        identity = distill_identity(cfg, source, teacher)
-        found = load_latest_checkpoint(out) if cfg.resume else None
-        if found is not None:
-            check_identity(found[1].get("identity"), identity, found[0])
-        elif cfg.resume and read_identity(out) is not None:  # a run that never checkpointed (a subset)
-            check_identity(read_identity(out), identity, out / IDENTITY_FILE)
-    if acc.is_main_process:
-        write_identity(out, identity)
+        found = run.resume_from(distill_identity(cfg, source, teacher))
     method_class = method_spec(cfg.method).distiller
     total = method_class.planned_steps(cfg.method_config)
     if cfg.resume and (out / "distilled" / "README.md").is_file():
@@ -284,10 +260,9 @@ def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
                     f"{out} finished at step {done.meta.get('steps', 0)} (asked for {total}): nothing to do"
                 )
             return done
-    if acc.is_main_process:
-        save_config(cfg, out / "config.yaml")
-        if cfg.log_with:
-            acc.init_trackers("hf_ssdd_distill", config=config_to_hparams(cfg))
+    run.save_config(cfg)
+    if cfg.log_with:
+        acc.init_trackers("hf_ssdd_distill", config=config_to_hparams(cfg))
 
     resources = method_class.prepare(cfg.method_config, RunContext(source, teacher, acc, out, cfg.seed))
     distiller = create_distiller(
@@ -299,18 +274,18 @@ def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
         ckpt, state = found
         distiller.load_state_dict(state["distiller"])
         history = state["history"]
-        if acc.is_main_process:  # drop metrics logged after the checkpoint (they will be logged again)
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        run.rewrite_metrics(history)  # drop metrics logged after the checkpoint (they will be logged again)
+        if acc.is_main_process:
             print(f"resumed from {ckpt} (step {distiller.step_count} of {total})")
     else:
         distiller.init()
 
     def checkpoint() -> None:
         if acc.is_main_process:
-            state = {"distiller": distiller.state_dict(), "history": history, "identity": identity}
-            save_checkpoint(out, distiller.step_count, state, keep=cfg.keep_checkpoints)
+            state = {"distiller": distiller.state_dict(), "history": history}
+            run.checkpoint(distiller.step_count, state, keep=cfg.keep_checkpoints)
             _save_figures(out, distiller, history)
-        acc.wait_for_everyone()
+        run.wait()
 
     bar = progress(
         total=total,
@@ -326,10 +301,8 @@ def _distill(cfg: DistillRunConfig, acc: Any, out: Path) -> DistilledSet:
             rate = (step - done0) / max(time.perf_counter() - t0, 1e-9)
             record = {"step": step, **{k: float(v) for k, v in metrics.items()}, "steps_per_s": rate}
             history.append(record)
-            if acc.is_main_process:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                acc.log(metrics, step=step)
+            run.log(record)
+            acc.log(metrics, step=step)
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", it_s=f"{rate:.2f}")
         bar.update(1)
         if (

@@ -15,8 +15,6 @@ folder.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +23,13 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
-from hf_ssdd.checkpoint import load_latest_checkpoint, remove_temporaries, save_checkpoint
-from hf_ssdd.config import Tracker, config_to_hparams, require_at_least, require_positive, save_config
+from hf_ssdd.config import Tracker, config_to_hparams, require_at_least, require_positive
 from hf_ssdd.data import BarlowTwinsAugmentConfig, barlow_twins_views, load_image_source, normalize
-from hf_ssdd.io import atomic_directory, atomic_write_text, prepare_run_dir, replaced_run_kept_until_started
+from hf_ssdd.io import atomic_directory
 from hf_ssdd.knn import knn_accuracy
 from hf_ssdd.models import Backbone, SSDDPreTrainedModel, TimmBackbone, create_backbone
 from hf_ssdd.plots import save_curves, save_image_grid
-from hf_ssdd.runs import LOCK_FILE, check_identity, run_identity, run_lock
+from hf_ssdd.runs import RunRecorder, run_identity
 from hf_ssdd.ssl.barlow_twins import BarlowTwinsModel
 from hf_ssdd.ssl.optim import build_optimizer, warmup_cosine_scheduler
 from hf_ssdd.utils import derived_generator, progress
@@ -215,16 +212,13 @@ def train_teacher(cfg: TeacherTrainConfig, accelerator: Any = None) -> Path:
     acc = accelerator or Accelerator(
         mixed_precision="bf16" if bf16 else "no", log_with=cfg.log_with, project_dir=str(out / "logs")
     )
-    with run_lock(out) if acc.is_main_process else contextlib.nullcontext():
-        if acc.is_main_process:
-            prepare_run_dir(out, cfg.resume, cfg.overwrite, keep=(LOCK_FILE,))
-            remove_temporaries(out)
-        acc.wait_for_everyone()
-        return _train(cfg, acc, out, cuda)
+    with RunRecorder(out, resume=cfg.resume, overwrite=cfg.overwrite, accelerator=acc) as run:
+        return _train(cfg, acc, run, cuda)
 
 
-def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
-    with replaced_run_kept_until_started(out, (LOCK_FILE,), acc.is_main_process):
+def _train(cfg: TeacherTrainConfig, acc: Any, run: RunRecorder, cuda: bool) -> Path:
+    out = run.folder
+    with run.loading_inputs():
         source = load_image_source(
             cfg.dataset,
             split=cfg.split,
@@ -237,6 +231,7 @@ def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
             monitor = load_image_source(
                 cfg.dataset, split=cfg.monitor_split, image_size=source.image_size, device=acc.device
             )
+        found = run.resume_from(run_identity(cfg, RESUMABLE_KEYS, {"source.fingerprint": source.fingerprint}))
     size = source.image_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -268,14 +263,9 @@ def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
     model, optimizer = acc.prepare(model, optimizer)
 
     step, history, knn_history, minutes_before = 0, [], [], 0.0
-    identity = run_identity(cfg, RESUMABLE_KEYS, {"source.fingerprint": source.fingerprint})
-    found = load_latest_checkpoint(out) if cfg.resume else None
-    if found is not None:
-        check_identity(found[1].get("identity"), identity, found[0])
-    if acc.is_main_process:  # only now: a run whose inputs failed to load leaves nothing behind
-        save_config(cfg, out / "config.yaml")
-        if cfg.log_with:
-            acc.init_trackers("hf_ssdd_teacher", config=config_to_hparams(cfg))
+    run.save_config(cfg)  # only now: a run whose inputs failed to load leaves nothing behind
+    if cfg.log_with:
+        acc.init_trackers("hf_ssdd_teacher", config=config_to_hparams(cfg))
     if found is not None:
         state = found[1]
         acc.unwrap_model(model).load_state_dict(state["model"])
@@ -289,13 +279,8 @@ def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
         """Wall time of the training so far, over every session of a resumed run."""
         return round(minutes_before + (time.perf_counter() - session_start) / 60, 3)
 
-    if (
-        cfg.resume and acc.is_main_process
-    ):  # drop records logged after the checkpoint (they will be logged again)
-        records = sorted(
-            history + knn_history, key=lambda r: r["step"]
-        )  # stable: a step's loss before its kNN
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    if cfg.resume:  # drop records logged after the checkpoint (they will be logged again)
+        run.rewrite_metrics(sorted(history + knn_history, key=lambda r: r["step"]))  # stable: loss before kNN
 
     def checkpoint() -> None:
         if acc.is_main_process:
@@ -307,9 +292,8 @@ def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
                 "history": history,
                 "knn": knn_history,
                 "minutes": minutes(),
-                "identity": identity,
             }
-            save_checkpoint(out, step, state, keep=cfg.keep_checkpoints)
+            run.checkpoint(step, state, keep=cfg.keep_checkpoints)
             curves = {"Barlow Twins loss": ([h["step"] for h in history], [h["loss"] for h in history])}
             save_curves(out / "loss_curve.png", curves, title="teacher training")
         acc.wait_for_everyone()
@@ -317,11 +301,10 @@ def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
     def monitor_knn() -> None:
         knn = knn_monitor(acc.unwrap_model(model).backbone, source, monitor, cfg)
         knn_history.append({"step": step, "knn_top1": knn, "minutes": minutes()})
+        run.log(knn_history[-1])
         if acc.is_main_process:
             bar.write(f"step {step}{' (initialization)' if step == 0 else ''}: kNN top-1 {knn:.2f}%")
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(knn_history[-1]) + "\n")
-            acc.log({"knn_top1": knn}, step=step)
+        acc.log({"knn_top1": knn}, step=step)
 
     view1_cfg, view2_cfg = _view_config(cfg, size, 0.0), _view_config(cfg, size, 0.2)
     model.train()
@@ -363,10 +346,8 @@ def _train(cfg: TeacherTrainConfig, acc: Any, out: Path, cuda: bool) -> Path:
             }
             history.append(record)
             bar.set_postfix(loss=f"{value:.3f}")
-            if acc.is_main_process:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                acc.log(record, step=step)
+            run.log(record)
+            acc.log(record, step=step)
         epoch_done = step % steps_per_epoch == 0
         if monitor is not None and (
             (epoch_done and (step // steps_per_epoch) % cfg.knn_every == 0) or step == total

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from hf_ssdd.artifacts.transfer_results import TransferResults
-from hf_ssdd.config import save_config
+from hf_ssdd.runs import RunRecorder
 from hf_ssdd.transfer.encoders import EncoderSpec
 from hf_ssdd.transfer.finetune import FinetuneSettings
 from hf_ssdd.transfer.fractions import DEFAULT_FRACTIONS
@@ -53,7 +53,8 @@ class TransferConfig:
         max_test_examples: keep only the first N test images of each target (small runs).
         convention: normalization constants of the targets (``krr_st`` or ``mkdt`` catalog values).
         device: device to run on; ``None``: CUDA if available, else CPU.
-        output_dir: where ``results.json``, ``results.md`` and ``results.png`` go.
+        output_dir: the run folder: ``config.yaml``, ``results.json``, ``results.md`` and ``results.png``.
+        overwrite: replace the content of a non-empty ``output_dir`` (kept until the new results are saved).
     """
 
     encoders: list[str] = field(default_factory=list)
@@ -80,6 +81,7 @@ class TransferConfig:
     convention: Literal["krr_st", "mkdt"] = "krr_st"
     device: str | None = None
     output_dir: str = "runs/transfer"
+    overwrite: bool = False
 
 
 def parse_named(entries: list[str], kind: str) -> dict[str, str]:
@@ -100,7 +102,15 @@ def parse_named(entries: list[str], kind: str) -> dict[str, str]:
 
 
 def run_transfer(cfg: TransferConfig) -> TransferResults:
-    """Evaluate, then save the config and the results (JSON, Markdown, PNG) under ``output_dir``."""
+    """Evaluate, then save the config and the results (JSON, Markdown, PNG) under ``output_dir``.
+
+    A non-empty ``output_dir`` is refused unless ``overwrite``; the replaced content comes back if this run fails.
+    """
+    with RunRecorder(cfg.output_dir, resume=False, overwrite=cfg.overwrite) as run, run.loading_inputs():
+        return _transfer_run(cfg, run)
+
+
+def _transfer_run(cfg: TransferConfig, run: RunRecorder) -> TransferResults:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     encoders: dict[str, EncoderSpec] = {
@@ -145,6 +155,6 @@ def run_transfer(cfg: TransferConfig) -> TransferResults:
         cfg.device,
         teacher=cfg.teacher,
     )
-    save_config(cfg, Path(cfg.output_dir) / "config.yaml")
-    results.save(cfg.output_dir)
+    run.save_config(cfg)
+    results.save(run.folder)
     return results
