@@ -356,3 +356,34 @@ def test_finished_subset_run_resumed_with_other_settings_is_refused(tmp_path, te
     assert main(["distill", *base, "--random.num_images", "16", "--resume"]) == 1
     assert "random.num_images: checkpoint 8, now 16" in capsys.readouterr().err
     assert len(_run(*base, "--resume")) == 8  # the same settings: the finished set
+
+
+@pytest.mark.parametrize("command", ["pretrain", "transfer"])
+def test_one_shot_commands_refuse_a_used_folder_and_restore_it_when_an_overwrite_fails(
+    tmp_path, capsys, command
+):
+    out = tmp_path / command
+    out.mkdir()
+    (out / "results.json").write_text("earlier results")
+    given = ["--distilled_set", str(tmp_path / "missing")] if command == "pretrain" else []
+    given += ["--distilled_sets", f"[{tmp_path / 'missing'}]"] if command == "transfer" else []
+    assert main([command, *given, "--output_dir", str(out)]) == 1
+    assert "is not empty; pass --resume to continue that run or --overwrite" in capsys.readouterr().err
+    assert main([command, *given, "--output_dir", str(out), "--overwrite"]) == 1  # the set cannot be loaded
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # the earlier run is back, nothing else
+    assert (out / "results.json").read_text() == "earlier results"
+
+
+def test_recorder_refuses_another_run_that_never_checkpointed(tmp_path):
+    from hf_ssdd.runs import RunRecorder
+
+    with RunRecorder(tmp_path / "run", resume=False, overwrite=False) as run:
+        assert run.resume_from({"lr": 0.1}) is None  # identity.json written before any checkpoint
+        run.save_config(_Cfg())
+        run.log({"step": 1, "loss": 2.0})
+    with RunRecorder(tmp_path / "run", resume=True, overwrite=False) as run:
+        with pytest.raises(RunIdentityError, match="lr"):
+            run.resume_from({"lr": 0.2})
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "loss": 2.0}
+    assert "inner:" in (tmp_path / "run" / "config.yaml").read_text()
+    assert not (tmp_path / "run" / LOCK_FILE).exists()  # released
