@@ -2,9 +2,9 @@
 
 Two reference recipes (selectable, defaults read from the set's metadata):
 
-- ``krr_st`` (Lee et al., ICLR 2024, ``reference/krr_st.md`` §4.1): SGD lr 0.1, momentum 0.9, weight decay 1e-3,
+- ``krr_st`` (Lee et al., ICLR 2024, ``docs/reference/krr_st.md`` §4.1): SGD lr 0.1, momentum 0.9, weight decay 1e-3,
   constant LR, 1000 epochs, batch 256 (last partial batch kept), no augmentation;
-- ``mkdt`` (Joshi et al., ICLR 2025, ``reference/mkdt.md`` §2): SGD with the set's learned learning rate,
+- ``mkdt`` (Joshi et al., ICLR 2025, ``docs/reference/mkdt.md`` §2): SGD with the set's learned learning rate,
   momentum 0.9, weight decay 1e-4, 20 epochs, batch 256, no augmentation.
 
 The result is the backbone with a ``target_dim`` regression head; :func:`save_encoder` stores the trunk (no head)

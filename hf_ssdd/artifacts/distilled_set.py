@@ -30,7 +30,7 @@ from hf_ssdd.utils import yaml_safe
 SHARD_BYTES = 500 * 2**20
 META_KEY = "hf_ssdd"
 
-# The papers' pre-training recipes (``reference/krr_st.md`` §4.1, ``reference/mkdt.md`` §2): what
+# The papers' pre-training recipes (``docs/reference/krr_st.md`` §4.1, ``docs/reference/mkdt.md`` §2): what
 # :mod:`hf_ssdd.pretrain` runs and what each distiller recommends in its set's ``pretraining`` metadata.
 PRETRAINING_RECIPES: dict[str, dict[str, Any]] = {
     "krr_st": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "epochs": 1000, "batch_size": 256},

@@ -22,11 +22,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from hf_ssdd.artifacts.distilled_set import PRETRAINING_RECIPES, DistilledSet
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from hf_ssdd.data import ImageSource
+    from hf_ssdd.teachers import Teacher
 
 
 class Distiller(ABC):
@@ -50,7 +56,14 @@ class Distiller(ABC):
     display_name: ClassVar[str]
     pretraining_recipe: ClassVar[str]
 
-    def __init__(self, config: Any, source: Any, teacher: Any, accelerator: Any = None, seed: int = 0):
+    def __init__(
+        self,
+        config: Any,
+        source: ImageSource,
+        teacher: Teacher,
+        accelerator: Accelerator | None = None,
+        seed: int = 0,
+    ):
         self.config = config
         self.source = source
         self.teacher = teacher
@@ -88,6 +101,12 @@ class Distiller(ABC):
     @property
     def world_size(self) -> int:
         return self.accelerator.num_processes if self.accelerator is not None else 1
+
+    def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over the processes (``t`` itself with one process)."""
+        if self.accelerator is None or self.world_size == 1:
+            return t
+        return self.accelerator.reduce(t, reduction="sum")
 
     @classmethod
     def planned_steps(cls, config: Any) -> int:
@@ -149,9 +168,9 @@ class RunContext:
         seed: the run's seed.
     """
 
-    source: Any
-    teacher: Any
-    accelerator: Any
+    source: ImageSource
+    teacher: Teacher
+    accelerator: Accelerator | None
     output_dir: Path
     seed: int = 0
 
@@ -270,9 +289,9 @@ def get_distiller_class(name: str) -> type[Distiller]:
 def create_distiller(
     name: str,
     config: Any,
-    source: Any,
-    teacher: Any,
-    accelerator: Any = None,
+    source: ImageSource,
+    teacher: Teacher,
+    accelerator: Accelerator | None = None,
     seed: int = 0,
     **resources: Any,
 ) -> Distiller:

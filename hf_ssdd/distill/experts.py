@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,10 @@ from torch import nn
 
 from hf_ssdd.io import atomic_save_safetensors
 from hf_ssdd.utils import derived_generator, derived_seed, progress
+
+if TYPE_CHECKING:
+    from hf_ssdd.data import ImageSource
+
 
 FORMAT = "hf_ssdd.mkdt_expert/1"
 FILE_GLOB = "expert-*.safetensors"
@@ -212,7 +216,7 @@ class ExpertTrainer:
     """
 
     architecture: str
-    source: Any
+    source: ImageSource
     features: torch.Tensor
     config: ExpertConfig
     max_epoch: int

@@ -1,7 +1,7 @@
 """KRR-ST: kernel ridge regression on self-supervised targets.
 
 Lee, Lee, Ko, Kawaguchi, Lee, Hwang, "Self-Supervised Dataset Distillation for Transfer Learning", ICLR 2024
-(arXiv 2310.06511); reference code github.com/db-Lee/selfsup_dd @ 4beb4b1. Spec: ``reference/krr_st.md``.
+(arXiv 2310.06511); reference code github.com/db-Lee/selfsup_dd @ 4beb4b1. Spec: ``docs/reference/krr_st.md``.
 
 Learned: synthetic images ``x_syn`` (n×3×H×W) and targets ``y_syn`` (n×D), one Adam optimizer, linear decay.
 Each outer step samples a feature extractor f from a pool of models at staggered training ages, solves the linear
@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,12 @@ from hf_ssdd.data import normalize, random_crop_flip
 from hf_ssdd.distill.base import Distiller, register_distiller
 from hf_ssdd.models import Backbone, create_backbone
 from hf_ssdd.utils import derived_generator, derived_seed, progress
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from hf_ssdd.data import ImageSource
+    from hf_ssdd.teachers import Teacher
 
 
 @dataclass
@@ -157,7 +163,12 @@ class KRRSTDistiller(Distiller):
     """KRR-ST (Lee et al., ICLR 2024). See the module docstring."""
 
     def __init__(
-        self, config: KRRSTConfig, source: Any, teacher: Any, accelerator: Any = None, seed: int = 0
+        self,
+        config: KRRSTConfig,
+        source: ImageSource,
+        teacher: Teacher,
+        accelerator: Accelerator | None = None,
+        seed: int = 0,
     ):
         super().__init__(config, source, teacher, accelerator, seed)
         if config.real_batch_size > len(source):
@@ -340,10 +351,7 @@ class KRRSTDistiller(Distiller):
             grad_x, grad_y = torch.autograd.grad(loss, [self.x_syn, self.y_syn])
         loss = loss.detach()
         with self._section("outer_update"):
-            if self.world_size > 1:
-                grad_x, grad_y, loss = (
-                    self.accelerator.reduce(t, reduction="sum") for t in (grad_x, grad_y, loss)
-                )
+            grad_x, grad_y, loss = (self.reduce_sum(t) for t in (grad_x, grad_y, loss))
             self.x_syn.grad, self.y_syn.grad = grad_x, grad_y
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([self.x_syn, self.y_syn], cfg.grad_clip)

@@ -2,7 +2,7 @@
 
 Joshi, Ni, Mirzasoleiman, "Dataset Distillation via Knowledge Distillation: Towards Efficient Self-Supervised
 Pre-Training of Deep Networks", ICLR 2025 (arXiv 2410.02116); reference code github.com/jiayini1119/MKDT.
-Spec: ``reference/mkdt.md``.
+Spec: ``docs/reference/mkdt.md``.
 
 Pipeline: teacher features of the source (:func:`~hf_ssdd.teachers.encode_source`) → K experts trained with MSE
 to those features (:mod:`hf_ssdd.distill.experts`) → initial synthetic set = the real images the experts find
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -44,6 +44,12 @@ from hf_ssdd.distill.matching import (
     minibatch_schedule,
 )
 from hf_ssdd.utils import derived_generator
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from hf_ssdd.data import ImageSource
+    from hf_ssdd.teachers import Teacher
 
 
 class NonPositiveLearningRateError(RuntimeError):
@@ -145,7 +151,7 @@ class MKDTConfig:
 def kd_losses(
     student: FunctionalStudent,
     theta: torch.Tensor,
-    source: Any,
+    source: ImageSource,
     features: torch.Tensor,
     batch_size: int = 1024,
 ) -> torch.Tensor:
@@ -186,9 +192,9 @@ class MKDTDistiller(Distiller):
     def __init__(
         self,
         config: MKDTConfig,
-        source: Any,
-        teacher: Any,
-        accelerator: Any = None,
+        source: ImageSource,
+        teacher: Teacher,
+        accelerator: Accelerator | None = None,
         seed: int = 0,
         features: torch.Tensor | None = None,
         experts: list[ExpertTrajectory] | None = None,
@@ -295,9 +301,6 @@ class MKDTDistiller(Distiller):
     def _theta(self, expert: ExpertTrajectory, epoch: int) -> torch.Tensor:
         return self.student.spec.flatten(expert.snapshot(epoch)).to(self.device, torch.float32)
 
-    def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
-        return self.accelerator.reduce(t, reduction="sum") if self.world_size > 1 else t
-
     def kd_scores(self) -> torch.Tensor:
         """Per-image KD loss at ``init_score_epoch`` averaged over all experts (§1.4); processes share experts."""
         cfg = self.config
@@ -305,7 +308,7 @@ class MKDTDistiller(Distiller):
         for expert in self.experts[self.rank :: self.world_size]:
             theta = self._theta(expert, cfg.init_score_epoch)
             total += kd_losses(self.student, theta, self.source, self.features, cfg.score_batch_size)
-        return self._all_sum(total) / len(self.experts)
+        return self.reduce_sum(total) / len(self.experts)
 
     def init_subset(self) -> torch.Tensor:
         """Indices of the initial real images: highest mean KD loss, or a seeded random subset."""
@@ -398,7 +401,7 @@ class MKDTDistiller(Distiller):
         out, expert_index, start = self.trajectory_gradients(self.step_count, self.rank)
         if self.world_size > 1:  # each process matched its own trajectory: average
             parts = (out.loss, out.images, out.targets, out.lr)
-            out = MatchingGradients(*(self._all_sum(t) / self.world_size for t in parts))
+            out = MatchingGradients(*(self.reduce_sum(t) / self.world_size for t in parts))
         clamped = self.apply_gradients(out)
         return {
             "loss": float(out.loss),
@@ -473,7 +476,7 @@ class MKDTDistiller(Distiller):
     config_defaults={"iterations": 0},
 )
 class HighLossSubset(MKDTDistiller):
-    """MKDT's high-loss subset baseline (``reference/mkdt.md`` §2): the real images the experts find hardest
+    """MKDT's high-loss subset baseline (``docs/reference/mkdt.md`` §2): the real images the experts find hardest
     (§1.4) with their teacher features as targets — MKDT's initialization without trajectory matching."""
 
     def __init__(self, config: MKDTConfig, *args: Any, **kwargs: Any):

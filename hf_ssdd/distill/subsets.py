@@ -1,9 +1,9 @@
 """Subset baselines: real images with the teacher's features as targets.
 
-- ``random`` — a uniformly random subset (MKDT's "Random subset" baseline, ``reference/mkdt.md`` §2: real images
+- ``random`` — a uniformly random subset (MKDT's "Random subset" baseline, ``docs/reference/mkdt.md`` §2: real images
   paired with teacher representations, pre-trained with the same MSE recipe).
 - ``kmeans`` — k-means in teacher-feature space; for each centroid the real image nearest to it (distinct images),
-  the "Kmeans" row of KRR-ST's tables (``reference/krr_st.md`` §6.1) done without labels.
+  the "Kmeans" row of KRR-ST's tables (``docs/reference/krr_st.md`` §6.1) done without labels.
 
 Both select once in :meth:`init`; they have no optimization steps. Images are exported in the normalized space of
 the source statistics, targets are the teacher's features, labels (when the source has them) ride along.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,12 @@ from hf_ssdd.config import config_to_dict
 from hf_ssdd.data import normalize
 from hf_ssdd.distill.base import Distiller, RunContext, register_distiller
 from hf_ssdd.utils import derived_generator
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from hf_ssdd.data import ImageSource
+    from hf_ssdd.teachers import Teacher
 
 
 @dataclass
@@ -138,9 +144,9 @@ class _SubsetDistiller(Distiller):
     def __init__(
         self,
         config: SubsetConfig,
-        source: Any,
-        teacher: Any,
-        accelerator: Any = None,
+        source: ImageSource,
+        teacher: Teacher,
+        accelerator: Accelerator | None = None,
         seed: int = 0,
         features: torch.Tensor | None = None,
     ):

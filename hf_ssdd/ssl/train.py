@@ -1,7 +1,7 @@
 """Barlow Twins teacher training (Zbontar et al., ICML 2021) under ``accelerate``.
 
 Defaults follow solo-learn's CIFAR ``barlow.yaml``, the most likely recipe behind the KRR-ST / MKDT teachers
-(``reference/krr_st.md`` §2): ResNet-18 with a 3×3 stride-1 padding-2 stem and no max-pool, projector
+(``docs/reference/krr_st.md`` §2): ResNet-18 with a 3×3 stride-1 padding-2 stem and no max-pool, projector
 512-2048-2048-2048, λ_offdiag 0.0051, scale 0.1, LARS (eta 0.02, clip, bias/norm excluded) lr 0.3, wd 1e-4,
 batch 256, 1000 epochs with warmup-cosine. The representation is the 512-d pooled backbone output, saved as an HF
 model (``teacher/``) that :class:`hf_ssdd.teachers.Teacher` loads. Labels are used only by the kNN monitor.

@@ -42,7 +42,7 @@ def import_reference_teacher(cfg: ImportTeacherConfig) -> Path:
     """Convert ``barlow_twins_resnet18_<dataset>.pt`` (Lee et al., ICLR 2024; reused by MKDT) to a teacher folder.
 
     The checkpoint is a torchvision ``resnet18`` state dict with the 3×3 / stride 1 / padding 2 stem, no max-pool
-    and no classifier (``reference/krr_st.md`` §2). It is read with ``torch.load(weights_only=True)`` (no pickled
+    and no classifier (``docs/reference/krr_st.md`` §2). It is read with ``torch.load(weights_only=True)`` (no pickled
     code) into ``resnet18_bt_teacher``, which records the dataset's normalization (``convention``: the statistics
     the teacher was trained with, ``krr_st``; MKDT fed ``mkdt`` constants, defect B10), and saved with
     ``save_pretrained``.

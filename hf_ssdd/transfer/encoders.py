@@ -2,7 +2,7 @@
 
 Every encoder becomes a :class:`PreparedEncoder` that builds a fresh trunk per seed: a copy of the loaded weights,
 a pre-training run on a distilled set from a new initialization (KRR-ST re-pretrains for each of its 3 repetitions,
-``reference/krr_st.md`` §5.1), or a randomly initialized backbone (the "No pre-training" row).
+``docs/reference/krr_st.md`` §5.1), or a randomly initialized backbone (the "No pre-training" row).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Full fine-tuning, the transfer protocol of KRR-ST (Lee et al., ICLR 2024, ``reference/krr_st.md`` §5.1).
+"""Full fine-tuning, the transfer protocol of KRR-ST (Lee et al., ICLR 2024, ``docs/reference/krr_st.md`` §5.1).
 
 The pre-trained trunk gets a fresh ``C``-way head and ALL parameters are trained: SGD lr 0.01, momentum 0.9, weight
 decay 5e-4, cosine annealing over the run (``CosineAnnealingLR``, stepped every iteration), batch 256,

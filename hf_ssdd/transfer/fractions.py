@@ -1,7 +1,7 @@
 """Class-stratified, seeded label fractions of a target's train split.
 
-MKDT (Joshi et al., ICLR 2025, ``reference/mkdt.md`` §3) probes with 1 / 5 / 10 / 50 % of the target labels; KRR-ST
-(Lee et al., ICLR 2024) fine-tunes with all of them. MKDT draws a uniformly random subset; here the draw is
+MKDT (Joshi et al., ICLR 2025, ``docs/reference/mkdt.md`` §3) probes with 1 / 5 / 10 / 50 % of the target labels;
+KRR-ST (Lee et al., ICLR 2024) fine-tunes with all of them. MKDT draws a uniformly random subset; here the draw is
 stratified by class, so that every class keeps round(fraction · n_c) examples (at least one).
 """
 

@@ -1,6 +1,6 @@
 """Frozen-feature protocols: the L-BFGS linear probe of MKDT and weighted kNN.
 
-Linear probe (Joshi et al., ICLR 2025, ``reference/mkdt.md`` §3; R1 ``evaluation/linear_evaluation.py``): trunk
+Linear probe (Joshi et al., ICLR 2025, ``docs/reference/mkdt.md`` §3; R1 ``evaluation/linear_evaluation.py``): trunk
 features of the target images (eval mode, the target's own normalization, no augmentation), an ``nn.Linear(d, C)``
 trained full-batch with ``torch.optim.LBFGS`` at torch's defaults (lr 1, ``max_iter`` 20) for 20 outer steps on
 cross-entropy + 1e-3 · ‖W‖² (the bias is not regularized), top-1 on the full test split.
