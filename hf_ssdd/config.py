@@ -56,6 +56,25 @@ def require_positive(config: Any, *names: str) -> None:
             raise ValueError(f"--{name} must be positive, got {value}")
 
 
+def require_fractions(config: Any, *names: str) -> None:
+    """Raise ``ValueError`` naming the first list option among ``names`` (unset ones skipped) that is empty or holds a
+    value outside (0, 1]."""
+    for name in names:
+        values = getattr(config, name)
+        if values is None:
+            continue
+        bad = [v for v in values if not 0 < v <= 1]
+        if not values or bad:
+            raise ValueError(f"--{name} needs one or more fractions in (0, 1], got {list(values)}")
+
+
+def require_nonempty(config: Any, *names: str) -> None:
+    """Raise ``ValueError`` naming the first list option among ``names`` that is empty."""
+    for name in names:
+        if not getattr(config, name):
+            raise ValueError(f"--{name} needs at least one value")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or a command-line string) to the annotated type ``tp``."""
     origin = typing.get_origin(tp)

@@ -28,7 +28,7 @@ from typing import Any
 
 from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.assets import DEFAULT_TEACHER
-from hf_ssdd.config import config_to_dict
+from hf_ssdd.config import config_to_dict, require_at_least, require_fractions, require_nonempty
 from hf_ssdd.distill import ExpertConfig, KRRSTConfig, MKDTConfig, SubsetConfig
 from hf_ssdd.distill.run import DistillRunConfig, SourceConfig, run_distillation
 from hf_ssdd.io import atomic_write_json
@@ -76,6 +76,12 @@ class QuickstartConfig:
     label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     fresh: bool = False
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "num_images", "max_examples", "teacher_steps", "krr_st_steps")
+        require_at_least(self, 1, "mkdt_iterations", "mkdt_experts", "pretrain_epochs")
+        require_fractions(self, "label_fractions")
+        require_nonempty(self, "seeds")
 
 
 def teacher_config(cfg: QuickstartConfig) -> TeacherTrainConfig:

@@ -316,6 +316,11 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_started(tmp_path, tea
         ("pretrain-teacher", "--batch_size", "0", "batch_size must be at least 1"),
         ("pretrain-teacher", "--knn_temperature", "0", "knn_temperature must be positive"),
         ("pretrain", "--epochs", "0", "epochs must be at least 1"),
+        ("transfer", "--label_fractions", "[0.01, 1.5]", "label_fractions needs one or more fractions in (0, 1]"),
+        ("transfer", "--seeds", "[]", "seeds needs at least one value"),
+        ("transfer", "--knn_k", "0", "knn_k must be at least 1"),
+        ("quickstart", "--num_images", "0", "num_images must be at least 1"),
+        ("quickstart", "--label_fractions", "[0]", "label_fractions needs one or more fractions in (0, 1]"),
     ],
 )
 def test_out_of_range_options_are_refused_before_any_work(tmp_path, capsys, command, option, value, message):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from hf_ssdd.artifacts.transfer_results import TransferResults
+from hf_ssdd.config import require_at_least, require_fractions, require_nonempty
 from hf_ssdd.runs import RunRecorder
 from hf_ssdd.transfer.encoders import EncoderSpec
 from hf_ssdd.transfer.finetune import FinetuneSettings
@@ -82,6 +83,14 @@ class TransferConfig:
     device: str | None = None
     output_dir: str = "runs/transfer"
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        require_at_least(
+            self, 1, "finetune_steps", "finetune_batch_size", "probe_steps", "probe_max_iter", "knn_k"
+        )
+        require_at_least(self, 1, "pretrain_epochs", "image_size", "max_train_examples", "max_test_examples")
+        require_fractions(self, "label_fractions", "finetune_label_fractions")
+        require_nonempty(self, "targets", "protocols", "seeds")
 
 
 def parse_named(entries: list[str], kind: str) -> dict[str, str]:
