@@ -57,6 +57,9 @@ def test_transformers_vit_pooled_output(tmp_path):
     expected = model.eval()(pixel_values=_manual(imgs, 32, [0.5, 0.4, 0.3], [0.2] * 3)).pooler_output
     torch.testing.assert_close(teacher.encode(imgs), expected)
     assert teacher.revision.startswith("sha256:")
+    (tmp_path / "preprocessor_config.json").unlink()  # no recorded normalization: refused, never guessed
+    with pytest.raises(TeacherError, match="records no input normalization"):
+        Teacher.from_pretrained(tmp_path)
 
 
 def test_transformers_dinov2_resizes_small_images(tmp_path):

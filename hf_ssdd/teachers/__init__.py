@@ -21,8 +21,6 @@ teachers) and :mod:`~hf_ssdd.teachers.base` (shared types).
 from hf_ssdd.teachers.base import Pooling, Preprocessing, TeacherError, TeacherKind
 from hf_ssdd.teachers.checkpoint_import import ImportTeacherConfig, import_reference_teacher
 from hf_ssdd.teachers.features import encode_source, feature_cache_path
-from hf_ssdd.teachers.loaders import _IMAGENET_MEAN as _IMAGENET_MEAN
-from hf_ssdd.teachers.loaders import _IMAGENET_STD as _IMAGENET_STD
 from hf_ssdd.teachers.loaders import _PIL_RESAMPLE as _PIL_RESAMPLE
 from hf_ssdd.teachers.loaders import _config_image_size as _config_image_size
 from hf_ssdd.teachers.loaders import _load_hf_ssdd as _load_hf_ssdd

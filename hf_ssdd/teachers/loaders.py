@@ -19,8 +19,6 @@ from hf_ssdd.hub_client import HubError, resolve_snapshot
 from hf_ssdd.teachers.base import Preprocessing, TeacherError
 
 _PIL_RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _resolve_folder(ref: str, revision: str | None) -> tuple[Path, str]:
@@ -93,8 +91,12 @@ def _load_transformers(folder: Path, config: dict[str, Any]) -> tuple[nn.Module,
         raise TeacherError(
             f"cannot tell the input size of {folder}: no preprocessor_config.json and no image_size"
         )
-    mean = tuple(proc.get("image_mean") or _IMAGENET_MEAN)
-    std = tuple(proc.get("image_std") or _IMAGENET_STD)
+    if not proc.get("image_mean") or not proc.get("image_std"):  # never guess a normalization
+        raise TeacherError(
+            f"{folder} records no input normalization (image_mean / image_std in preprocessor_config.json); save "
+            "the model's image processor next to it (AutoImageProcessor.save_pretrained)"
+        )
+    mean, std = tuple(proc["image_mean"]), tuple(proc["image_std"])
     interpolation = _PIL_RESAMPLE.get(int(proc.get("resample", 2)), "bilinear")
     return model, Preprocessing(size, mean, std, interpolation)
 
