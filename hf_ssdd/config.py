@@ -10,6 +10,9 @@ Open sections: a config whose set of sections is not fixed when it is written (t
 registered method) declares a field ``sections: dict[str, Any]`` and a classmethod ``config_sections()`` returning
 ``{name: (config class, default overrides)}``. In YAML, on the command line, in ``--help`` and in the saved config
 each such section reads like a nested field (``krr_st: {...}``, ``--krr_st.outer_steps``).
+
+Longer than most modules on purpose: one config system (parsing, coercion, open sections, help, range checks)
+that every command shares.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ simply be retried.
   columns is refused unless ``overwrite_schema=True``.
 - Model repo: ``save_pretrained`` output (hf_ssdd architectures with their ``auto_map`` code files, timm
   architectures in timm format) plus a ``README.md`` whose ``model-index`` holds the transfer results.
+
+Longer than most modules on purpose: the publishing layer at the top of the package, one push function per
+artifact kind sharing the build-then-one-commit path; the values it publishes (:mod:`hf_ssdd.artifacts`), the Hub
+client (:mod:`hf_ssdd.hub_client`) and encoder loading (:mod:`hf_ssdd.models.loading`) live below it.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ Reference quirks behind flags (fixed behaviour by default):
   (spec §1.7). The default keeps both in the normalized space.
 - ``solver="lu"``: ``torch.linalg.solve`` as in the reference; the default is a Cholesky solve.
 - ``real_augment=False``: the first upload's un-augmented real batch.
+
+One registered method per module: config, model pool, kernel solve and distiller together (~400 lines).
 """
 
 from __future__ import annotations

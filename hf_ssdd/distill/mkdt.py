@@ -14,6 +14,10 @@ Fixed reference defects: every expert is used (per-pass shuffled cycle instead o
 randomness is derived from (seed, step), never the wall clock (B8); the learned learning rate cannot turn
 non-positive (B11): it is clamped to ``lr_floor`` after each update, or, with ``lr_floor: 0``, the run stops with
 an error when it reaches ≤ 0 (a non-positive step size reverses the inner SGD and is no pre-training recipe).
+
+Longer than most modules on purpose: one registered method per module (its config, KD scores, initialization,
+matching step and export), so that the spec's sections map onto one file; the expert trajectories and the
+functional student are separate modules (:mod:`~hf_ssdd.distill.experts`, :mod:`~hf_ssdd.distill.matching`).
 """
 
 from __future__ import annotations

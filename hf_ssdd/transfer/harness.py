@@ -10,6 +10,9 @@ The label-free ``fidelity`` protocol (:mod:`hf_ssdd.transfer.fidelity`) compares
 features with a teacher's features of the same images (through the teacher's own preprocessing): a linear map fitted
 on one half of the test split, R² and linear CKA on the other half (the same fixed halves for every encoder and
 seed). It gives two rows per cell, ``fidelity`` (R²) and ``fidelity_cka``, with no label fraction.
+
+Longer than most modules on purpose: the evaluation loop and its per-cell bookkeeping in one place; each
+protocol's math lives in its own module (probe, finetune, fidelity, kNN).
 """
 
 from __future__ import annotations
