@@ -62,6 +62,7 @@ def test_run_config_sections_parse_through_the_registry(tmp_path):
     }  # saved like a nested field
     (tmp_path / "c.yaml").write_text("method: toy\ntoy: {steps: 2}\n")
     assert parse_config(DistillRunConfig, ["--config", str(tmp_path / "c.yaml")]).toy.steps == 2
+    assert config_to_dict(DistillRunConfig(method="random"))["random"]["num_images"] > 0  # defaults recorded
     built = DistillRunConfig(method="toy", sections={"toy": {"steps": 5}})  # a mapping over the defaults
     assert built.toy == toy_method.ToyConfig(steps=5)
     with pytest.raises(ConfigError, match="toy.rat"):

@@ -120,6 +120,8 @@ class DistillRunConfig:
         method_spec(self.method)  # an unknown method fails here, before any work
         known = self.config_sections()
         self.sections = {name: section_config(name, value, known) for name, value in self.sections.items()}
+        if self.method not in self.sections:  # always present: config.yaml and the run identity record it
+            self.sections[self.method] = method_spec(self.method).default_config()
         require_at_least(self, 0, "seed")
         require_at_least(self, 1, "checkpoint_every", "keep_checkpoints", "log_every")
 
