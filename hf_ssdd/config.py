@@ -60,15 +60,12 @@ def require_positive(config: Any, *names: str) -> None:
 
 
 def require_fractions(config: Any, *names: str) -> None:
-    """Raise ``ValueError`` naming the first list option among ``names`` (unset ones skipped) that is empty or holds a
-    value outside (0, 1]."""
+    """Raise ``ValueError`` naming the first list option among ``names`` (unset ones skipped) holding a value
+    outside (0, 1]."""
     for name in names:
-        values = getattr(config, name)
-        if values is None:
-            continue
-        bad = [v for v in values if not 0 < v <= 1]
-        if not values or bad:
-            raise ValueError(f"--{name} needs one or more fractions in (0, 1], got {list(values)}")
+        values = getattr(config, name) or []
+        if any(not 0 < v <= 1 for v in values):
+            raise ValueError(f"--{name} needs fractions in (0, 1], got {list(values)}")
 
 
 def require_nonempty(config: Any, *names: str) -> None:
@@ -183,7 +180,7 @@ def section_config(
         return value
     if not isinstance(value, Mapping):
         raise ConfigError(f"{prefix + name}: expected a mapping for {klass.__name__}, got {value!r}")
-    return config_from_dict(klass, {**defaults, **value}, prefix=f"{prefix}{name}.")
+    return config_from_dict(klass, _merge(dict(defaults), dict(value)), prefix=f"{prefix}{name}.")
 
 
 def _plain_fields(cls: type) -> list[dataclasses.Field[Any]]:
@@ -218,14 +215,23 @@ def config_from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{cls.__name__}: {e}") from e
 
 
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """The config as plain YAML-safe Python values (tuples become lists)."""
+def config_to_dict(cfg: Any, all_sections: bool = False) -> dict[str, Any]:
+    """The config as plain YAML-safe Python values (tuples become lists).
+
+    Open sections appear as nested fields: the ones that are set, or with ``all_sections`` every known one (those
+    not set with their defaults).
+    """
 
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             out = {f.name: plain(getattr(v, f.name)) for f in _plain_fields(type(v))}
-            if open_sections(type(v)):  # each open section as if it were a nested field
-                out.update({name: plain(section) for name, section in getattr(v, SECTIONS_FIELD).items()})
+            sections = open_sections(type(v))
+            if sections:  # each open section as if it were a nested field
+                given = getattr(v, SECTIONS_FIELD)
+                names = list(sections) if all_sections else list(given)
+                out.update(
+                    {n: plain(given[n] if n in given else section_config(n, {}, sections)) for n in names}
+                )
             return out
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]

@@ -97,19 +97,31 @@ REPLACED = ".replaced"  # where --overwrite keeps the old run until the new one 
 
 
 def prepare_run_dir(
-    path: str | Path, resume: bool = False, overwrite: bool = False, keep: tuple[str, ...] = ()
+    path: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    keep: tuple[str, ...] = (),
+    outputs: tuple[str, ...] | None = None,
 ) -> Path:
     """Create a run's output folder; a non-empty one is refused unless the run resumes or overwrites it.
 
     With ``overwrite`` the old content is moved into ``<path>/.replaced`` rather than deleted, so that a new run
     that fails before it has started can put it back (:func:`restore_replaced`); once it has started it deletes it
     (:func:`discard_replaced`). Entries named in ``keep`` (e.g. the run's lock file) neither count as content nor
-    move.
+    move. ``outputs``: a command that writes only these entries into a folder it may share (``pretrain`` writes
+    ``encoder/`` into a distillation run) counts and moves only them, and cannot resume.
     """
     path = Path(path)
     skip = {*keep, REPLACED}
     content = [p for p in path.iterdir() if p.name not in skip] if path.is_dir() else []
+    if outputs is not None:
+        content = [p for p in content if p.name in outputs]
     if content and not (resume or overwrite):
+        if outputs is not None:
+            names = ", ".join(sorted(p.name for p in content))
+            raise FileExistsError(
+                f"{path} already holds {names} of an earlier run; pass --overwrite to replace them"
+            )
         raise FileExistsError(
             f"{path} is not empty; pass --resume to continue that run or --overwrite to start over"
         )
@@ -125,17 +137,19 @@ def prepare_run_dir(
     return path
 
 
-def restore_replaced(path: str | Path, keep: tuple[str, ...] = ()) -> bool:
+def restore_replaced(
+    path: str | Path, keep: tuple[str, ...] = (), outputs: tuple[str, ...] | None = None
+) -> bool:
     """Put back the run that ``--overwrite`` moved aside (the new run failed before starting); ``True`` if any.
 
-    Everything the failed run wrote is deleted first, except the entries named in ``keep``.
+    Everything the failed run wrote is deleted first (only its ``outputs``, when given), except ``keep``.
     """
     path = Path(path)
     aside = path / REPLACED
     if not aside.is_dir():
         return False
     for entry in path.iterdir():
-        if entry.name not in (REPLACED, *keep):
+        if entry.name not in (REPLACED, *keep) and (outputs is None or entry.name in outputs):
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     for entry in aside.iterdir():
         os.replace(entry, path / entry.name)
@@ -150,14 +164,15 @@ def discard_replaced(path: str | Path) -> None:
 
 @contextlib.contextmanager
 def replaced_run_kept_until_started(
-    path: str | Path, keep: tuple[str, ...] = (), enabled: bool = True
+    path: str | Path, keep: tuple[str, ...] = (), enabled: bool = True, outputs: tuple[str, ...] | None = None
 ) -> Iterator[None]:
     """Wrap a run's start (loading and checking its inputs): a failure in the block puts back the run that
-    ``--overwrite`` moved aside, success deletes it. ``enabled``: only the main process acts."""
+    ``--overwrite`` moved aside, success deletes it. ``enabled``: only the main process acts; ``outputs``: see
+    :func:`prepare_run_dir`."""
     try:
         yield
     except BaseException:
-        if enabled and restore_replaced(path, keep):
+        if enabled and restore_replaced(path, keep, outputs):
             print(f"the new run failed before it started; the run it was to replace is back in {path}")
         raise
     if enabled:

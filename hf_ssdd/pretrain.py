@@ -149,8 +149,9 @@ class PretrainConfig:
         batch_size: minibatch size; ``None``: the recipe's.
         augment: augment the synthetic images (random crop and flip); both papers do not.
         seed: seed of the initialization and the batch order.
-        output_dir: the run folder: ``config.yaml``, ``encoder/`` and ``pretrain.json``.
-        overwrite: replace the content of a non-empty ``output_dir`` (kept until the new encoder is saved).
+        output_dir: where ``encoder/`` and ``pretrain.json`` (the resolved settings) go; may be a distillation run's
+            folder (``hf-ssdd push`` looks for ``<run>/encoder``).
+        overwrite: replace an earlier ``encoder/`` and ``pretrain.json`` there (kept until the new ones are saved).
         assume_mean: the images' normalization mean, for a set whose card does not record it (else refused).
         assume_std: the images' normalization std, with ``assume_mean``.
     """
@@ -178,11 +179,18 @@ class PretrainConfig:
 def run_pretrain(cfg: PretrainConfig) -> Path:
     """Load the set, pre-train, save ``output_dir/encoder`` and ``output_dir/pretrain.json``; returns the encoder folder.
 
-    A non-empty ``output_dir`` is refused unless ``overwrite``; the replaced content comes back if this run fails.
+    An earlier encoder in ``output_dir`` is refused unless ``overwrite``; it comes back if this run fails.
     """
     if not cfg.distilled_set:
         raise ValueError("pass --distilled_set <folder or Hub id>")
-    with RunRecorder(cfg.output_dir, resume=False, overwrite=cfg.overwrite) as run, run.loading_inputs():
+    outputs = (
+        "encoder",
+        "pretrain.json",
+    )  # the folder may be a distillation run's (``hf-ssdd push`` looks there)
+    with (
+        RunRecorder(cfg.output_dir, resume=False, overwrite=cfg.overwrite, outputs=outputs) as run,
+        run.loading_inputs(),
+    ):
         return _pretrain_run(cfg, run)
 
 
@@ -201,7 +209,6 @@ def _pretrain_run(cfg: PretrainConfig, run: RunRecorder) -> Path:
         augment=cfg.augment,
     )
     backbone = cfg.backbone or (dset.meta.get("pretraining") or {}).get("backbone") or "convnet"
-    run.save_config(cfg)
     model = pretrain(dset, backbone, settings, seed=cfg.seed)
     out = run.folder
     encoder = save_encoder(model, out / "encoder")

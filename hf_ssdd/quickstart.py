@@ -81,7 +81,7 @@ class QuickstartConfig:
         require_at_least(self, 1, "num_images", "max_examples", "teacher_steps", "krr_st_steps")
         require_at_least(self, 1, "mkdt_iterations", "mkdt_experts", "pretrain_epochs")
         require_fractions(self, "label_fractions")
-        require_nonempty(self, "seeds")
+        require_nonempty(self, "label_fractions", "seeds")
 
 
 def teacher_config(cfg: QuickstartConfig) -> TeacherTrainConfig:
@@ -193,7 +193,10 @@ class StageLog:
         """The stage's stamp and whether it is already done; clears ``folders`` when the settings changed."""
         stamp = stable_hash(
             {
-                "settings": config_to_dict(settings) if is_dataclass(settings) else settings,
+                # every method section, set or not, so that stamps of folders made before the registry match
+                "settings": config_to_dict(settings, all_sections=True)
+                if is_dataclass(settings)
+                else settings,
                 "upstream": upstream,
             }
         )

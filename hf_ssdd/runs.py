@@ -187,9 +187,17 @@ class RunRecorder:
         accelerator: the run's ``accelerate.Accelerator``; only its main process writes (``None``: one process).
     """
 
-    def __init__(self, folder: str | Path, *, resume: bool, overwrite: bool, accelerator: Any = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        resume: bool,
+        overwrite: bool,
+        accelerator: Any = None,
+        outputs: tuple[str, ...] | None = None,
+    ):
         self.folder = Path(folder)
-        self.resume, self.overwrite = resume, overwrite
+        self.resume, self.overwrite, self.outputs = resume, overwrite, outputs
         self.accelerator = accelerator
         self.is_main = accelerator is None or accelerator.is_main_process
         self.identity: dict[str, Any] | None = None
@@ -197,9 +205,12 @@ class RunRecorder:
 
     def __enter__(self) -> RunRecorder:
         if self.is_main:
-            self._stack.enter_context(run_lock(self.folder))
-            prepare_run_dir(self.folder, self.resume, self.overwrite, keep=(LOCK_FILE,))
-            remove_temporaries(self.folder)
+            with contextlib.ExitStack() as stack:  # the lock is released if the folder is refused
+                stack.enter_context(run_lock(self.folder))
+                prepare_run_dir(self.folder, self.resume, self.overwrite, (LOCK_FILE,), self.outputs)
+                if self.outputs is None:  # a shared folder's temporaries may belong to another live run
+                    remove_temporaries(self.folder)
+                self._stack = stack.pop_all()
         self.wait()
         return self
 
@@ -213,7 +224,7 @@ class RunRecorder:
 
     def loading_inputs(self) -> contextlib.AbstractContextManager[None]:
         """Wrap loading and checking the inputs: failure restores an overwritten run, success discards it."""
-        return replaced_run_kept_until_started(self.folder, (LOCK_FILE,), self.is_main)
+        return replaced_run_kept_until_started(self.folder, (LOCK_FILE,), self.is_main, self.outputs)
 
     def resume_from(self, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
         """Record the run's identity; with ``resume``, the newest readable checkpoint of the same run.
@@ -228,14 +239,18 @@ class RunRecorder:
             check_identity(found[1].get("identity"), identity, found[0])
         elif self.resume and read_identity(self.folder) is not None:  # a run that never checkpointed
             check_identity(read_identity(self.folder), identity, self.folder / IDENTITY_FILE)
-        if self.is_main:
-            write_identity(self.folder, identity)
         return found
 
     def save_config(self, config: Any) -> None:
-        """Write ``config.yaml`` (the resolved config)."""
+        """The run has started: write ``config.yaml`` (the resolved config) and ``identity.json`` (if recorded).
+
+        Nothing is written before this, so a run that fails while loading or checking its inputs leaves nothing
+        that blocks its corrected rerun.
+        """
         if self.is_main:
             save_config(config, self.folder / "config.yaml")
+            if self.identity is not None:
+                write_identity(self.folder, self.identity)
 
     def log(self, record: Mapping[str, Any]) -> None:
         """Append one record to ``metrics.jsonl``."""

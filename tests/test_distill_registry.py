@@ -50,6 +50,19 @@ def test_registration_is_checked():
         method_spec("krr_sr")
 
 
+def test_a_broken_plugin_warns_and_leaves_the_other_methods_usable(monkeypatch):
+    import hf_ssdd.distill.base as base
+
+    class Entry:
+        name, value = "broken", "no_such_module_for_hf_ssdd"
+
+    monkeypatch.setattr(base, "_plugins_loaded", False)
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [Entry()])
+    with pytest.warns(UserWarning, match="plugin 'broken'.*failed to import and is unavailable"):
+        assert "krr_st" in method_specs()
+    assert base._plugins_loaded  # tried once
+
+
 def test_run_config_sections_parse_through_the_registry(tmp_path):
     cfg = parse_config(
         DistillRunConfig, ["--method", "toy", "--toy.rate", "0.25", "--krr_st.outer_steps", "7"]
@@ -65,6 +78,10 @@ def test_run_config_sections_parse_through_the_registry(tmp_path):
     assert config_to_dict(DistillRunConfig(method="random"))["random"]["num_images"] > 0  # defaults recorded
     built = DistillRunConfig(method="toy", sections={"toy": {"steps": 5}})  # a mapping over the defaults
     assert built.toy == toy_method.ToyConfig(steps=5)
+    built.toy = {"rate": 0.1}  # assigning a section replaces it in the config, not beside it
+    assert (
+        built.method_config == toy_method.ToyConfig(rate=0.1) and config_to_dict(built)["toy"]["rate"] == 0.1
+    )
     with pytest.raises(ConfigError, match="toy.rat"):
         parse_config(DistillRunConfig, ["--toy.rat", "1"])
     with pytest.raises(ConfigError, match="unknown distillation method 'toyy'"):

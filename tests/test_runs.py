@@ -316,11 +316,17 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_started(tmp_path, tea
         ("pretrain-teacher", "--batch_size", "0", "batch_size must be at least 1"),
         ("pretrain-teacher", "--knn_temperature", "0", "knn_temperature must be positive"),
         ("pretrain", "--epochs", "0", "epochs must be at least 1"),
-        ("transfer", "--label_fractions", "[0.01, 1.5]", "label_fractions needs one or more fractions in (0, 1]"),
+        (
+            "transfer",
+            "--label_fractions",
+            "[0.01, 1.5]",
+            "label_fractions needs fractions in (0, 1]",
+        ),
         ("transfer", "--seeds", "[]", "seeds needs at least one value"),
         ("transfer", "--knn_k", "0", "knn_k must be at least 1"),
         ("quickstart", "--num_images", "0", "num_images must be at least 1"),
-        ("quickstart", "--label_fractions", "[0]", "label_fractions needs one or more fractions in (0, 1]"),
+        ("quickstart", "--label_fractions", "[0]", "label_fractions needs fractions in (0, 1]"),
+        ("quickstart", "--label_fractions", "[]", "label_fractions needs at least one value"),
     ],
 )
 def test_out_of_range_options_are_refused_before_any_work(tmp_path, capsys, command, option, value, message):
@@ -363,28 +369,46 @@ def test_finished_subset_run_resumed_with_other_settings_is_refused(tmp_path, te
     assert len(_run(*base, "--resume")) == 8  # the same settings: the finished set
 
 
-@pytest.mark.parametrize("command", ["pretrain", "transfer"])
-def test_one_shot_commands_refuse_a_used_folder_and_restore_it_when_an_overwrite_fails(
-    tmp_path, capsys, command
+@pytest.mark.parametrize(("command", "earlier"), [("pretrain", "encoder"), ("transfer", "results.json")])
+def test_one_shot_commands_refuse_earlier_outputs_and_restore_them_when_an_overwrite_fails(
+    tmp_path, capsys, command, earlier
 ):
-    out = tmp_path / command
+    out = (
+        tmp_path / command
+    )  # e.g. a distillation run's folder, which pretrain shares (push looks for <run>/encoder)
     out.mkdir()
-    (out / "results.json").write_text("earlier results")
+    (out / earlier).write_text("earlier output")
+    (out / "other.txt").write_text("not this command's")
     given = ["--distilled_set", str(tmp_path / "missing")] if command == "pretrain" else []
     given += ["--distilled_sets", f"[{tmp_path / 'missing'}]"] if command == "transfer" else []
     assert main([command, *given, "--output_dir", str(out)]) == 1
-    assert "is not empty; pass --resume to continue that run or --overwrite" in capsys.readouterr().err
+    assert f"already holds {earlier} of an earlier run; pass --overwrite" in capsys.readouterr().err
     assert main([command, *given, "--output_dir", str(out), "--overwrite"]) == 1  # the set cannot be loaded
-    assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # the earlier run is back, nothing else
-    assert (out / "results.json").read_text() == "earlier results"
+    assert sorted(p.name for p in out.iterdir()) == sorted([earlier, "other.txt"])  # back, nothing else
+    assert (out / earlier).read_text() == "earlier output"
+    (out / earlier).unlink()
+    assert main([command, *given, "--output_dir", str(out)]) == 1  # other files do not block it
+    assert "already holds" not in capsys.readouterr().err
+
+
+def test_recorder_releases_the_lock_when_the_folder_is_refused(tmp_path):
+    from hf_ssdd.runs import RunRecorder
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("content")
+    with pytest.raises(FileExistsError) as refused:  # the traceback is kept alive here
+        with RunRecorder(tmp_path / "run", resume=False, overwrite=False):
+            pass
+    assert refused.value is not None and not (tmp_path / "run" / LOCK_FILE).exists()
 
 
 def test_recorder_refuses_another_run_that_never_checkpointed(tmp_path):
     from hf_ssdd.runs import RunRecorder
 
     with RunRecorder(tmp_path / "run", resume=False, overwrite=False) as run:
-        assert run.resume_from({"lr": 0.1}) is None  # identity.json written before any checkpoint
-        run.save_config(_Cfg())
+        assert run.resume_from({"lr": 0.1}) is None
+        assert not (tmp_path / "run" / "identity.json").exists()  # nothing before the run has started
+        run.save_config(_Cfg())  # started: config.yaml and identity.json, before any checkpoint
         run.log({"step": 1, "loss": 2.0})
     with RunRecorder(tmp_path / "run", resume=True, overwrite=False) as run:
         with pytest.raises(RunIdentityError, match="lr"):
@@ -392,3 +416,12 @@ def test_recorder_refuses_another_run_that_never_checkpointed(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "loss": 2.0}
     assert "inner:" in (tmp_path / "run" / "config.yaml").read_text()
     assert not (tmp_path / "run" / LOCK_FILE).exists()  # released
+
+
+def test_teacher_run_failing_after_its_inputs_loaded_leaves_nothing_blocking_the_rerun(tmp_path, capsys):
+    data_path("cifar10")
+    out = tmp_path / "teacher"
+    args = ["pretrain-teacher", "--max_examples", "64", "--output_dir", str(out), "--epochs", "1"]
+    assert main([*args, "--batch_size", "128"]) == 1  # checked once the 64 images have loaded
+    assert "exceeds the 64 training images" in capsys.readouterr().err
+    assert not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_FILE]

@@ -141,6 +141,11 @@ def test_timm_local_folder(tmp_path):
     assert teacher.kind == "timm" and teacher.feature_dim == 512
     imgs = _images()
     torch.testing.assert_close(teacher.encode(imgs), model.eval()(_manual(imgs, 32, (0.5,) * 3, (0.25,) * 3)))
+    for key in ("mean", "std"):  # no recorded normalization: refused, never ImageNet's
+        cfg["pretrained_cfg"].pop(key, None)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TeacherError, match="records no input normalization"):
+        Teacher.from_pretrained(tmp_path)
 
 
 def test_encode_source_is_cached(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -249,17 +250,18 @@ def load_method_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
-    _plugins_loaded = True
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             importlib.import_module(entry.value.split(":")[0])
-        except Exception as e:
-            raise ImportError(
+        except Exception as e:  # a broken plugin must not take the built-in methods down with it
+            warnings.warn(
                 f"the distillation method plugin {entry.name!r} ({entry.value}, entry-point group "
-                f"{ENTRY_POINT_GROUP}) failed to import: {type(e).__name__}: {e}"
-            ) from e
+                f"{ENTRY_POINT_GROUP}) failed to import and is unavailable: {type(e).__name__}: {e}",
+                stacklevel=2,
+            )
+    _plugins_loaded = True
 
 
 def method_specs() -> dict[str, MethodSpec]:
@@ -300,11 +302,11 @@ def create_distiller(
 
     ``resources`` (e.g. the result of the class's :meth:`Distiller.prepare`) go to the constructor as keywords.
     """
-    from hf_ssdd.config import config_from_dict
+    from hf_ssdd.config import section_config
 
     spec = method_spec(name)
     if isinstance(config, dict):
-        config = config_from_dict(spec.config_class, {**spec.config_defaults, **config})
+        config = section_config(name, config, {name: (spec.config_class, spec.config_defaults)})
     elif config is None:
         config = spec.default_config()
     return spec.distiller(config, source, teacher, accelerator=accelerator, seed=seed, **resources)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,7 +114,13 @@ class DistillRunConfig:
     @classmethod
     def config_sections(cls) -> dict[str, tuple[type, Mapping[str, Any]]]:
         """One open section per registered method: its config class and registered defaults."""
-        return {name: (spec.config_class, spec.config_defaults) for name, spec in method_specs().items()}
+        specs = method_specs()
+        clash = sorted(set(specs) & {*(f.name for f in fields(cls)), "method_config"})
+        if clash:
+            raise RunError(
+                f"distillation method(s) {clash} are named like DistillRunConfig keys; rename them"
+            )
+        return {name: (spec.config_class, spec.config_defaults) for name, spec in specs.items()}
 
     def __post_init__(self) -> None:
         method_spec(self.method)  # an unknown method fails here, before any work
@@ -134,6 +140,13 @@ class DistillRunConfig:
         if name not in sections:
             sections[name] = method_spec(name).default_config()
         return sections[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``cfg.<method> = ...`` sets that method's section (a config or a mapping over its defaults)."""
+        if name in method_specs() and "sections" in self.__dict__:
+            self.sections[name] = section_config(name, value, self.config_sections())
+        else:
+            super().__setattr__(name, value)
 
     @property
     def method_config(self) -> Any:

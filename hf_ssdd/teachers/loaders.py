@@ -63,6 +63,16 @@ def _load_hf_ssdd(folder: Path, config: dict[str, Any]) -> tuple[nn.Module, Prep
     return model, Preprocessing((size, size), tuple(mean), tuple(std), "bilinear")
 
 
+def _require_timm_normalization(folder: Path, config: dict[str, Any]) -> None:
+    """A timm folder must record its normalization: timm would otherwise fill in the architecture's defaults."""
+    recorded = config.get("pretrained_cfg") or {}
+    if not recorded.get("mean") or not recorded.get("std"):
+        raise TeacherError(
+            f"{folder}/config.json records no input normalization (pretrained_cfg mean / std); save the model with "
+            "them (timm.models.save_for_hf(model, folder, data_config={...}))"
+        )
+
+
 def _load_timm(name: str, revision: str | None) -> tuple[nn.Module, Preprocessing, str | None]:
     try:
         import timm

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_ssdd.teachers.base import Pooling, Preprocessing, TeacherError, TeacherKind
-from hf_ssdd.teachers.loaders import _load_hf_ssdd, _load_timm, _load_transformers, _resolve_folder
+from hf_ssdd.teachers.loaders import (
+    _load_hf_ssdd,
+    _load_timm,
+    _load_transformers,
+    _require_timm_normalization,
+    _resolve_folder,
+)
 from hf_ssdd.utils import stable_hash, state_dict_hash
 
 if TYPE_CHECKING:
@@ -82,6 +88,7 @@ class Teacher:
                     model, prep = _load_hf_ssdd(folder, config)
                     kind: TeacherKind = "hf_ssdd"
                 elif "pretrained_cfg" in config and "model_type" not in config:
+                    _require_timm_normalization(folder, config)
                     model, prep, _ = _load_timm(f"local-dir:{folder}", None)
                     kind = "timm"
                 else:

@@ -55,7 +55,7 @@ class TransferConfig:
         convention: normalization constants of the targets (``krr_st`` or ``mkdt`` catalog values).
         device: device to run on; ``None``: CUDA if available, else CPU.
         output_dir: the run folder: ``config.yaml``, ``results.json``, ``results.md`` and ``results.png``.
-        overwrite: replace the content of a non-empty ``output_dir`` (kept until the new results are saved).
+        overwrite: replace earlier results in ``output_dir`` (kept until the new results are saved).
     """
 
     encoders: list[str] = field(default_factory=list)
@@ -89,8 +89,14 @@ class TransferConfig:
             self, 1, "finetune_steps", "finetune_batch_size", "probe_steps", "probe_max_iter", "knn_k"
         )
         require_at_least(self, 1, "pretrain_epochs", "image_size", "max_train_examples", "max_test_examples")
-        require_fractions(self, "label_fractions", "finetune_label_fractions")
-        require_nonempty(self, "targets", "protocols", "seeds")
+        require_fractions(
+            self, "label_fractions", "finetune_label_fractions"
+        )  # [] fine-tuning: label_fractions
+        require_nonempty(self, "targets", "seeds", "label_fractions")
+        if not self.protocols and not self.teacher:
+            raise ValueError(
+                "--protocols is empty and no --teacher is given for the fidelity protocol: nothing to do"
+            )
 
 
 def parse_named(entries: list[str], kind: str) -> dict[str, str]:
@@ -113,9 +119,13 @@ def parse_named(entries: list[str], kind: str) -> dict[str, str]:
 def run_transfer(cfg: TransferConfig) -> TransferResults:
     """Evaluate, then save the config and the results (JSON, Markdown, PNG) under ``output_dir``.
 
-    A non-empty ``output_dir`` is refused unless ``overwrite``; the replaced content comes back if this run fails.
+    Earlier results in ``output_dir`` are refused unless ``overwrite``; they come back if this run fails.
     """
-    with RunRecorder(cfg.output_dir, resume=False, overwrite=cfg.overwrite) as run, run.loading_inputs():
+    outputs = ("config.yaml", "results.json", "results.md", "results.png")
+    with (
+        RunRecorder(cfg.output_dir, resume=False, overwrite=cfg.overwrite, outputs=outputs) as run,
+        run.loading_inputs(),
+    ):
         return _transfer_run(cfg, run)
 
 
