@@ -43,3 +43,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """A tiny saved hf_ssdd teacher (random ConvNet, 32 px, CIFAR-like normalization)."""
+    import torch
+
+    from hf_ssdd.models import create_backbone
+
+    folder = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    create_backbone(
+        "convnet_8_16_none", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]
+    ).save_pretrained(folder)
+    return folder

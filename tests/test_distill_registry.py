@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import toy_method  # noqa: F401  (registers --method toy: the one import a new method needs)
 from conftest import data_path
 
@@ -15,18 +14,7 @@ from hf_ssdd.config import ConfigError, config_to_dict, parse_config
 from hf_ssdd.distill import DistilledSet, KRRSTConfig, MKDTConfig, register_distiller
 from hf_ssdd.distill.base import Distiller, method_spec, method_specs
 from hf_ssdd.distill.run import DistillRunConfig
-from hf_ssdd.models import create_backbone
 from hf_ssdd.pretrain import resolve_settings
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teacher")
-    torch.manual_seed(0)
-    create_backbone(
-        "convnet_8_16_none", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]
-    ).save_pretrained(folder)
-    return folder
 
 
 def test_builtin_methods_carry_everything_in_their_registration():

@@ -15,19 +15,8 @@ from conftest import data_path
 from hf_ssdd.config import parse_config
 from hf_ssdd.distill import DistilledSet
 from hf_ssdd.distill.run import DistillRunConfig, RunError, run_distillation
-from hf_ssdd.models import create_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teacher")
-    torch.manual_seed(0)
-    create_backbone(
-        "convnet_8_16_none", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]
-    ).save_pretrained(folder)
-    return folder
 
 
 def _args(teacher, out, steps=60):

@@ -78,6 +78,6 @@ class ToyDistiller(Distiller):
             input_space="normalized",
             steps=self.step_count,
             config=config_to_dict(self.config),
-            pretraining=recommended_pretraining(self.pretraining_recipe),
+            pretraining=recommended_pretraining(self.spec.pretraining_recipe),
         )
         return DistilledSet((self.images - mean) / std, self.teacher.encode(self.images), meta)

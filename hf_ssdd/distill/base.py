@@ -53,9 +53,7 @@ class Distiller(ABC):
     """
 
     name: ClassVar[str]
-    config_class: ClassVar[type]
-    display_name: ClassVar[str]
-    pretraining_recipe: ClassVar[str]
+    spec: ClassVar[MethodSpec]  # the method's registration (set by :func:`register_distiller`)
 
     def __init__(
         self,
@@ -78,18 +76,13 @@ class Distiller(ABC):
         """Build what the method needs before construction (run driver stage; may write under the run folder).
 
         Args:
-            config: the method's config (an instance of :attr:`config_class`).
+            config: the method's config (an instance of ``spec.config_class``).
             context: the run's inputs and folder.
 
         Returns:
             Keyword arguments for the constructor (none by default).
         """
         return {}
-
-    @classmethod
-    def default_config(cls) -> Any:
-        """The method's config with its registered defaults (e.g. ``high_loss``: MKDT's with no iterations)."""
-        return _REGISTRY[cls.name].default_config()
 
     @property
     def device(self) -> torch.device:
@@ -144,7 +137,7 @@ class Distiller(ABC):
         src = self.source
         return {
             "method": self.name,
-            "method_name": self.display_name,
+            "method_name": self.spec.display_name,
             "source": {
                 "id": src.name,
                 "split": src.split,
@@ -231,9 +224,8 @@ def register_distiller(
     def deco(cls: type[Distiller]) -> type[Distiller]:
         if name in _REGISTRY:
             raise ValueError(f"distiller {name!r} is already registered")
-        cls.name, cls.config_class = name, config
-        cls.display_name, cls.pretraining_recipe = display_name, pretraining_recipe
-        _REGISTRY[name] = MethodSpec(
+        cls.name = name
+        cls.spec = _REGISTRY[name] = MethodSpec(
             name, cls, config, display_name, pretraining_recipe, dict(config_defaults or {}), resumable_keys
         )
         return cls

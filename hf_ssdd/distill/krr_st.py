@@ -408,6 +408,6 @@ class KRRSTDistiller(Distiller):
             source_normalization={"mean": list(self.source.mean), "std": list(self.source.std)},
             steps=self.step_count,
             config=config_to_dict(cfg),
-            pretraining=recommended_pretraining(self.pretraining_recipe, backbone=cfg.model),
+            pretraining=recommended_pretraining(self.spec.pretraining_recipe, backbone=cfg.model),
         )
         return DistilledSet(self.x_syn.detach(), self.y_syn.detach(), meta)

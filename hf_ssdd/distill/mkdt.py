@@ -463,7 +463,7 @@ class MKDTDistiller(Distiller):
                 "max_epoch": min(e.meta.max_epoch for e in self.experts),
             },
             pretraining=recommended_pretraining(
-                self.pretraining_recipe,
+                self.spec.pretraining_recipe,
                 backbone=cfg.model,
                 backbone_overrides=dict(cfg.model_overrides),
                 lr=learned_lr,

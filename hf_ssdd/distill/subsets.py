@@ -208,7 +208,7 @@ class _SubsetDistiller(Distiller):
             config=config_to_dict(self.config),
             source_indices=self.indices.tolist(),
             class_names=self.source.class_names,
-            pretraining=recommended_pretraining(self.pretraining_recipe),
+            pretraining=recommended_pretraining(self.spec.pretraining_recipe),
         )
         return DistilledSet(images, targets, meta, labels=labels)
 
