@@ -2,6 +2,7 @@
 
     python benchmarks/quality_cifar10.py --preset cpu           # the shipped teacher, ≤ 3 h on 2 CPU cores
     python benchmarks/quality_cifar10.py --preset cpu --budgets 100   # one budget per session (its own table)
+    python benchmarks/quality_cifar10.py --preset cpu --budgets 100 --methods mkdt --no_full_source  # one row again
     python benchmarks/quality_cifar10.py --preset cpu-small     # a 2-epoch teacher trained here, ≤ 45 min
     python benchmarks/quality_cifar10.py --preset gpu-reduced   # ≤ 25 min on one H100
     python benchmarks/quality_cifar10.py --preset paper         # the papers' settings (days of GPU time)
@@ -205,13 +206,19 @@ def teacher_stage(preset: Preset, out: Path) -> str:
 
 
 def distill_all(
-    preset: Preset, out: Path, teacher: str, budgets: list[int] | None = None
+    preset: Preset,
+    out: Path,
+    teacher: str,
+    budgets: list[int] | None = None,
+    methods: list[str] | None = None,
 ) -> dict[str, DistilledSet]:
-    """Every method at every budget (or at ``budgets`` only; resumable); MKDT and the high-loss subset share one
-    expert folder."""
+    """Every method at every budget (or the given ``budgets`` and ``methods`` only; resumable); MKDT and the
+    high-loss subset share one expert folder."""
     sets = {}
     for budget in budgets or preset.budgets:
         for method, settings in preset.methods.items():
+            if methods is not None and method not in methods:
+                continue
             section = _merge({"num_images": budget}, settings)
             if method in ("mkdt", "high_loss"):
                 section = _merge(section, {"experts": {"directory": str(out / "experts")}})
@@ -313,11 +320,23 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="run these of the preset's budgets only (e.g. one budget per session); rows keep their full names",
     )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="run these of the preset's methods only (the random subset, the margins' baseline, is always run)",
+    )
+    p.add_argument(
+        "--no_full_source", action="store_true", help="leave out the full-source (upper bound) row"
+    )
     args = p.parse_args(argv)
     preset = PRESETS[args.preset]
     budgets = args.budgets or preset.budgets
     if not set(budgets) <= set(preset.budgets):
         p.error(f"--budgets must be among the preset's {preset.budgets}, got {budgets}")
+    methods = None if args.methods is None else ["random", *(m for m in args.methods if m != "random")]
+    if methods is not None and not set(methods) <= set(preset.methods):
+        p.error(f"--methods must be among the preset's {sorted(preset.methods)}, got {args.methods}")
     out = Path(args.output_dir or f"runs/quality-{args.preset}")
     start = time.perf_counter()
 
@@ -325,11 +344,11 @@ def main(argv: list[str] | None = None) -> None:
     t_teacher = time.perf_counter() - start
     if args.stage == "teacher":
         return
-    sets: dict[str, Any] = dict(distill_all(preset, out, teacher, budgets))
+    sets: dict[str, Any] = dict(distill_all(preset, out, teacher, budgets, methods))
     t_distill = time.perf_counter() - start - t_teacher
     if args.stage == "distill":
         return
-    if preset.full_source is not None:
+    if preset.full_source is not None and not args.no_full_source:
         full = full_source_set(teacher, preset.max_examples)
         sets[FULL_SOURCE] = EncoderSpec(full, pretrain=preset.full_source)
     results = transfer_stage(preset, out, sets, teacher)

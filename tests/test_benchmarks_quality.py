@@ -88,3 +88,11 @@ def test_quality_benchmark_smoke_run_resumes_part_by_part(tmp_path, monkeypatch,
     assert "Budgets [6] images per method (preset: [6, 10])" in results_md.read_text()
     with pytest.raises(SystemExit):
         bench.main([*argv, "--budgets", "7"])
+    # one method again (the random baseline always comes with it), without the full-source row
+    capsys.readouterr()
+    bench.main([*argv, "--budgets", "10", "--methods", "krr_st", "--no_full_source"])
+    printed = capsys.readouterr().out
+    assert "transfer part" not in printed and "KRR-ST · 10" in printed and "Random subset · 10" in printed
+    assert "Full source" not in printed
+    with pytest.raises(SystemExit):
+        bench.main([*argv, "--methods", "mkdt"])  # not a method of this preset
