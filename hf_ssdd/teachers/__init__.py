@@ -9,8 +9,9 @@ One :class:`Teacher` interface over three kinds of encoders:
   the pooled output.
 
 A teacher owns its preprocessing (resize to its input size and normalization) and takes uint8 batches.
-:func:`encode_source` computes the features of a whole :class:`~hf_ssdd.data.ImageSource` in batches, with a
-progress bar, and caches them on disk keyed by teacher id + revision + preprocessing + source fingerprint.
+:func:`encode_source` computes the features of a whole :class:`~hf_ssdd.data.ImageSource` (or of a streamed source,
+:class:`StreamedImages`) in batches, with a progress bar, and caches them on disk as a memory-mapped ``.npy`` keyed by
+teacher id + revision + preprocessing + source fingerprint.
 
 The modules: :mod:`~hf_ssdd.teachers.teacher` (the :class:`Teacher`), :mod:`~hf_ssdd.teachers.loaders`
 (``from_pretrained``: local folders, embedded models, the Hub, timm, transformers), :mod:`~hf_ssdd.teachers.features`
@@ -20,7 +21,7 @@ teachers) and :mod:`~hf_ssdd.teachers.base` (shared types).
 
 from hf_ssdd.teachers.base import Pooling, Preprocessing, TeacherError, TeacherKind
 from hf_ssdd.teachers.checkpoint_import import ImportTeacherConfig, import_reference_teacher
-from hf_ssdd.teachers.features import encode_source, feature_cache_path
+from hf_ssdd.teachers.features import StreamedImages, encode_source, feature_cache_path, read_feature_cache
 from hf_ssdd.teachers.loaders import _PIL_RESAMPLE as _PIL_RESAMPLE
 from hf_ssdd.teachers.loaders import _config_image_size as _config_image_size
 from hf_ssdd.teachers.loaders import _load_hf_ssdd as _load_hf_ssdd
@@ -35,10 +36,12 @@ __all__ = [
     "ImportTeacherConfig",
     "Pooling",
     "Preprocessing",
+    "StreamedImages",
     "Teacher",
     "TeacherError",
     "TeacherKind",
     "encode_source",
     "feature_cache_path",
     "import_reference_teacher",
+    "read_feature_cache",
 ]
