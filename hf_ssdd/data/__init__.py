@@ -12,6 +12,7 @@ from hf_ssdd.data.augment import (
 from hf_ssdd.data.catalog import DatasetSpec, get_spec, list_datasets, normalization
 from hf_ssdd.data.channel_norm import compute_normalization_stats, denormalize, normalize
 from hf_ssdd.data.decode import check_labels, decode_images
+from hf_ssdd.data.real_batches import RealBatchReader
 from hf_ssdd.data.resolve import ResolvedDataset, detect_columns, load_hf_dataset, resolve_dataset
 from hf_ssdd.data.source import ImageSource, load_image_source
 from hf_ssdd.data.streaming import ImageBatch, stream_image_batches
@@ -21,6 +22,7 @@ __all__ = [
     "DatasetSpec",
     "ImageBatch",
     "ImageSource",
+    "RealBatchReader",
     "ResolvedDataset",
     "augment_view",
     "barlow_twins_views",
