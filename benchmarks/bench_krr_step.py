@@ -4,6 +4,8 @@
         --model convnet_128_256_512_bn --teacher resnet18_bt_teacher --image_size 32 --precision fp32 bf16
     python benchmarks/bench_krr_step.py --source_size 5000 --num_images 200 --real_batch 256 \
         --precision fp32 bf16 --reference .reference/selfsup_dd --rounds 2
+    python benchmarks/bench_krr_step.py --source_size 5000 --num_images 200 --real_batch 256 \
+        --precision fp32 bf16 --baseline-commit HEAD~1 --rounds 2
 
 Parts: teacher (augment + teacher forward), pool_forward (features of the synthetic set and the real batch),
 kernel_solve (Gram matrices, Cholesky solve, loss), synthetic_backward (gradients w.r.t. images and targets),
@@ -14,10 +16,13 @@ is a randomly initialized registered backbone. On CPU, peak memory is the proces
 
 ``--reference PATH`` also times the reference implementation (db-Lee/selfsup_dd, fp32 only: its own outer step
 with a torchvision ResNet-18 teacher, see ``reference_impls.py``) on the same source, sizes, pool model and
-pool size. ``--rounds R`` repeats the whole set of configurations R times, one after the other (hf_ssdd,
-reference, hf_ssdd, reference, ...), so that a change of load on a shared machine hits both alike. Step time is
-the median over every timed step of every round; parts are means; peak memory is the largest of the rounds.
-Prints a Markdown table and the reference ÷ hf_ssdd step-time ratios; ``--json`` also writes the numbers.
+pool size. ``--baseline-commit REV`` also times hf_ssdd as of an earlier commit at every precision given: a git
+worktree of REV under ``.reference/baseline-<sha>`` (git-ignored, made on first use) is imported as ``hf_ssdd`` by
+its processes, while the measurement code stays this script's. ``--rounds R`` repeats the whole set of
+configurations R times, one after the other (baseline, hf_ssdd, reference, baseline, hf_ssdd, reference, ...), so
+that a change of load on a shared machine hits all alike. Step time is the median over every timed step of every
+round; parts are means; peak memory is the largest of the rounds. Prints a Markdown table and the baseline ÷
+hf_ssdd and reference ÷ hf_ssdd step-time ratios; ``--json`` also writes the numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import multiprocessing
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -121,14 +128,50 @@ def timed_steps(step: Callable[[], object], count: int, device: torch.device) ->
     return times
 
 
+def baseline_worktree(rev: str) -> Path:
+    """A git worktree of commit ``rev`` under ``.reference/baseline-<sha>`` (git-ignored), made on first use."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *cmd], check=True, capture_output=True, text=True
+        ).stdout
+
+    sha = git("rev-parse", "--short=12", f"{rev}^{{commit}}").strip()
+    tree = repo / ".reference" / f"baseline-{sha}"
+    if not tree.is_dir():
+        git("worktree", "add", "--detach", str(tree), sha)
+    return tree
+
+
+def hf_ssdd_root() -> Path:
+    """The folder this process imports ``hf_ssdd`` from."""
+    import hf_ssdd
+
+    return Path(hf_ssdd.__file__).resolve().parent.parent
+
+
 def run_isolated(
     args: argparse.Namespace, config: str, device: torch.device
 ) -> dict[str, float | list[float]]:
-    """One configuration (a precision, or ``reference``) in a fresh process, so that peak memory is its own."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        if config == "reference":
-            return pool.submit(measure_reference, args, device).result()
-        return pool.submit(measure, args, config, device).result()
+    """One configuration in a fresh process, so that peak memory is its own.
+
+    ``config``: a precision, ``baseline <precision>`` (hf_ssdd imported from ``args.baseline_tree``: a spawned
+    process starts with its parent's ``sys.path``, which has the worktree first meanwhile), or ``reference``.
+    """
+    tree = args.baseline_tree if config.startswith("baseline ") else None
+    if tree is not None:
+        sys.path.insert(0, str(tree))
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            if (pool.submit(hf_ssdd_root).result() == tree) != (tree is not None):
+                raise RuntimeError(f"{config}: hf_ssdd imported from the wrong tree")
+            if config == "reference":
+                return pool.submit(measure_reference, args, device).result()
+            return pool.submit(measure, args, config.removeprefix("baseline "), device).result()
+    finally:
+        if tree is not None:
+            sys.path.remove(str(tree))
 
 
 def combine(rounds: list[dict[str, float | list[float]]]) -> dict[str, float]:
@@ -152,18 +195,23 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reference", default=None, help="checkout of db-Lee/selfsup_dd to time side by side")
+    p.add_argument(
+        "--baseline-commit", default=None, help="also time hf_ssdd at this earlier commit (a git worktree)"
+    )
     p.add_argument("--rounds", type=int, default=1, help="repeat every configuration this often, alternating")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.reference is not None and not Path(args.reference).is_dir():
         p.error(f"reference not found at {args.reference}")
+    args.baseline_tree = baseline_worktree(args.baseline_commit) if args.baseline_commit else None
     device = torch.device(args.device)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     )
-    configs = list(args.precision) + (["reference"] if args.reference else [])
+    baselines = [f"baseline {k}" for k in args.precision] if args.baseline_commit else []
+    configs = baselines + list(args.precision) + (["reference"] if args.reference else [])
     runs: dict[str, list] = {c: [] for c in configs}
     for _ in range(args.rounds):
         for config in configs:
@@ -179,6 +227,8 @@ def main() -> None:
     print("| --- " * (len(PARTS) + 3) + "|")
     for config, r in rows.items():
         label = "reference (fp32)" if config == "reference" else f"hf_ssdd {config}"
+        if config.startswith("baseline "):  # hf_ssdd @ <sha> <precision>
+            label = f"hf_ssdd @ {args.baseline_tree.name.removeprefix('baseline-')} {config.split()[1]}"
         cells = " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in PARTS)
         print(f"| {label} | {cells} | {r['step']:.4f} | {r['peak_mb']:.0f} |")
     if len(args.precision) > 1:
@@ -186,6 +236,11 @@ def main() -> None:
         print(
             f"\nspeed-up vs {args.precision[0]}: "
             + ", ".join(f"{k} {base / rows[k]['step']:.2f}×" for k in args.precision)
+        )
+    if args.baseline_commit:
+        print(
+            f"\nbaseline ({args.baseline_commit}) ÷ hf_ssdd step time: "
+            + ", ".join(f"{k} {rows['baseline ' + k]['step'] / rows[k]['step']:.2f}×" for k in args.precision)
         )
     if args.reference:
         ref = rows["reference"]["step"]
@@ -195,7 +250,9 @@ def main() -> None:
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "device": name, "rows": rows, "runs": runs}, f, indent=2)
+            json.dump(
+                {"args": vars(args), "device": name, "rows": rows, "runs": runs}, f, indent=2, default=str
+            )
 
 
 if __name__ == "__main__":

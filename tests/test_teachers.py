@@ -204,6 +204,41 @@ def test_hf_ssdd_teacher_folder(tmp_path):
     assert (teacher.encode(imgs) >= 0).all()  # post-ReLU pooled features, as in KRR-ST's teacher
 
 
+def test_bf16_autocast_only_when_asked_and_channels_last_on_cpu():
+    """fp32 stays fp32 (channels-last: equal to the NCHW formula up to float rounding); bf16 autocasts on CPU too."""
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.seen: list[tuple[bool, bool]] = []
+
+        def forward(self, x):
+            self.seen.append(
+                (torch.is_autocast_enabled("cpu"), x.is_contiguous(memory_format=torch.channels_last))
+            )
+            return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    probe = Probe()
+    teacher = Teacher.from_module(probe, 16, (0.5, 0.45, 0.4), (0.25, 0.25, 0.25)).to("cpu")
+    assert probe.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    imgs = _images(n=4, size=16)
+    x64 = _manual(imgs, 16, (0.5, 0.45, 0.4), (0.25, 0.25, 0.25)).double()
+    with torch.no_grad():
+        expected = torch.relu(
+            torch.nn.functional.conv2d(x64, probe.conv.weight.double(), probe.conv.bias.double())
+        ).mean(dim=(2, 3))
+    fp32 = teacher.encode(imgs)
+    teacher.precision = "bf16"
+    bf16 = teacher.encode(imgs)
+    assert probe.seen == [(False, True), (True, True)]
+    assert fp32.dtype == bf16.dtype == torch.float32
+    torch.testing.assert_close(fp32.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bf16.double(), expected, rtol=2e-2, atol=2e-2)
+    assert not torch.equal(bf16, fp32)
+
+
 def _sharded_worker(out_path):
     import copy
 

@@ -185,7 +185,9 @@ class KRRSTDistiller(Distiller):
             )
         cuda = self.device.type == "cuda"
         self.use_bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
-        self.channels_last = cuda
+        # NHWC pool models and inputs: faster convolutions in cuDNN and in CPU oneDNN (CPU, ConvNet-BN: ~1.2× in
+        # fp32, ~1.6× under bf16 autocast); fp32 values equal the NCHW ones up to float rounding
+        self.channels_last = self.device.type in ("cuda", "cpu")
         self.x_syn: nn.Parameter | None = None
         self.y_syn: nn.Parameter | None = None
         self.pool: list[nn.Module] = []

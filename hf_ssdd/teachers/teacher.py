@@ -2,9 +2,10 @@
 
 One interface over hf_ssdd, timm and transformers encoders (and in-memory modules): :meth:`Teacher.from_pretrained`
 picks the loader from the reference and the folder's ``config.json`` (:mod:`hf_ssdd.teachers.loaders`),
-:meth:`Teacher.encode` resizes, normalizes and runs the model (bf16 autocast on request) and reads its output
-(``forward_features``, the pooled output, the CLS token or the token mean), :attr:`Teacher.cache_id` identifies the
-features it produces, and :meth:`Teacher.shard` shards a teacher too large to replicate with FSDP2.
+:meth:`Teacher.encode` resizes, normalizes and runs the model (channels-last on CPU and CUDA, bf16 autocast on
+request) and reads its output (``forward_features``, the pooled output, the CLS token or the token mean),
+:attr:`Teacher.cache_id` identifies the features it produces, and :meth:`Teacher.shard` shards a teacher too large
+to replicate with FSDP2.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ from hf_ssdd.utils import stable_hash, state_dict_hash
 if TYPE_CHECKING:
     from hf_ssdd.models import Backbone
 
+# devices where the teacher runs channels-last (NHWC convolutions are faster in cuDNN and in CPU oneDNN: one CPU
+# thread, ~1.1× on a ResNet-18, ~1.5× on the narrow ResNet-10; fp32 values equal up to float rounding) and honours
+# bf16 autocast
+_FAST_DEVICES = ("cuda", "cpu")
+
 
 class Teacher:
     """A frozen encoder with its own preprocessing.
@@ -43,7 +49,9 @@ class Teacher:
         kind: which loader produced it (decides how the output is read).
         pooling: for transformers models: ``pooler`` output, ``cls`` token, ``mean`` of tokens, or ``auto``
             (pooler output when the model has one, else the token mean).
-        precision: ``"fp32"`` or ``"bf16"`` (autocast on CUDA; features are returned as float32).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast on CUDA and CPU; features are returned as float32). On a CPU
+            with AVX512-BF16 / AMX (oneDNN), bf16 runs a ResNet-18 teacher 2-3× faster than fp32; on CPUs
+            without native bf16 it is emulated and slower.
     """
 
     def __init__(
@@ -132,7 +140,7 @@ class Teacher:
 
     def to(self, device: str | torch.device) -> Teacher:
         self.model.to(device)
-        if torch.device(device).type == "cuda":
+        if torch.device(device).type in _FAST_DEVICES:
             self.model.to(memory_format=torch.channels_last)
         return self
 
@@ -221,7 +229,7 @@ class Teacher:
         mean = torch.tensor(p.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(p.std, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
-        if x.device.type == "cuda":
+        if x.device.type in _FAST_DEVICES:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -229,7 +237,7 @@ class Teacher:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Features (float32, N×D) of a uint8 batch (or float batch in [0, 1])."""
         x = self.preprocess(images)
-        use_bf16 = self.precision == "bf16" and x.device.type == "cuda"
+        use_bf16 = self.precision == "bf16" and x.device.type in _FAST_DEVICES
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self._forward(x)
         return out.float()
