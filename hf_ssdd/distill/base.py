@@ -182,6 +182,8 @@ class MethodSpec:
         config_defaults: config values that differ from ``config_class``'s defaults for this method.
         resumable_keys: keys of the method's config that a resumed run may change (its step budget: a finished
             run asked for more steps continues).
+        streams_source: the method reads its real images from a stream (``source.streaming``) instead of an
+            in-memory :class:`~hf_ssdd.data.ImageSource`; no built-in method does yet.
     """
 
     name: str
@@ -191,6 +193,7 @@ class MethodSpec:
     pretraining_recipe: str
     config_defaults: Mapping[str, Any] = field(default_factory=dict)
     resumable_keys: tuple[str, ...] = ()
+    streams_source: bool = False
 
     def default_config(self) -> Any:
         from hf_ssdd.config import config_from_dict
@@ -209,6 +212,7 @@ def register_distiller(
     pretraining_recipe: str,
     config_defaults: Mapping[str, Any] | None = None,
     resumable_keys: tuple[str, ...] = (),
+    streams_source: bool = False,
 ) -> Callable[[type[Distiller]], type[Distiller]]:
     """Class decorator: register a distillation method under ``name`` (see :class:`MethodSpec` for the fields).
 
@@ -226,7 +230,14 @@ def register_distiller(
             raise ValueError(f"distiller {name!r} is already registered")
         cls.name = name
         cls.spec = _REGISTRY[name] = MethodSpec(
-            name, cls, config, display_name, pretraining_recipe, dict(config_defaults or {}), resumable_keys
+            name,
+            cls,
+            config,
+            display_name,
+            pretraining_recipe,
+            dict(config_defaults or {}),
+            resumable_keys,
+            streams_source,
         )
         return cls
 

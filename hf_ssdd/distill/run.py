@@ -29,12 +29,14 @@ from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.assets import DEFAULT_TEACHER
 from hf_ssdd.config import (
     SECTIONS_FIELD,
+    ConfigError,
     Tracker,
     config_to_hparams,
     require_at_least,
     section_config,
 )
 from hf_ssdd.data import load_image_source
+from hf_ssdd.data.footprint import default_memory_budget_gb, source_bytes
 from hf_ssdd.distill.base import RunContext, create_distiller, method_spec, method_specs
 from hf_ssdd.distill.experts import ExpertTrajectory
 from hf_ssdd.distill.mkdt import MKDTDistiller
@@ -56,6 +58,12 @@ class SourceConfig:
         image_column: the image column; ``None``: the catalog's, else detected.
         label_column: the label column (kept for kNN monitors and baselines); ``None``: the catalog's, else detected.
         convention: whose catalog normalization constants to use, ``krr_st`` or ``mkdt``.
+        streaming: read the real images as a stream of this process's parquet shards instead of decoding the whole
+            split into memory: ``true``, ``false``, or ``auto`` (stream when the decoded uint8 split, N·3·S² bytes,
+            exceeds ``memory_budget_gb``). Only methods that declare it can stream (none of the built-in ones yet):
+            ``true`` with another method is refused; ``auto`` then loads into memory and says so.
+        memory_budget_gb: the memory, in GB, that ``streaming: auto`` lets the decoded split take; ``None``: half
+            of the memory available when the run starts.
     """
 
     dataset: str = "cifar10"
@@ -65,6 +73,12 @@ class SourceConfig:
     image_column: str | None = None
     label_column: str | None = None
     convention: Literal["krr_st", "mkdt"] = "krr_st"
+    streaming: Literal["auto"] | bool = "auto"
+    memory_budget_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise ConfigError(f"source.memory_budget_gb must be > 0, got {self.memory_budget_gb}")
 
 
 @dataclass
@@ -123,7 +137,12 @@ class DistillRunConfig:
         return {name: (spec.config_class, spec.config_defaults) for name, spec in specs.items()}
 
     def __post_init__(self) -> None:
-        method_spec(self.method)  # an unknown method fails here, before any work
+        spec = method_spec(self.method)  # an unknown method fails here, before any work
+        if self.source.streaming is True and not spec.streams_source:
+            raise ConfigError(
+                f"source.streaming=true: method {self.method!r} cannot stream its source yet; set "
+                "--source.streaming auto or false (the source is then decoded into memory)"
+            )
         known = self.config_sections()
         self.sections = {name: section_config(name, value, known) for name, value in self.sections.items()}
         if self.method not in self.sections:  # always present: config.yaml and the run identity record it
@@ -180,9 +199,40 @@ def _require_teacher(cfg: DistillRunConfig) -> None:
         )
 
 
+def source_streams(cfg: DistillRunConfig, announce: bool = True) -> bool:
+    """Whether the run streams its source (``source.streaming``, see :class:`SourceConfig`).
+
+    ``auto`` streams when the decoded split is estimated (:func:`~hf_ssdd.data.footprint.source_bytes`) above
+    ``source.memory_budget_gb`` and the method can stream; a method that cannot is given the in-memory source, with
+    one line saying so (when ``announce``: the main process). An unknown size counts as fitting. The default budget
+    depends on the memory free on each machine: a method that streams must make its processes agree (broadcast the
+    main process's answer).
+    """
+    src = cfg.source
+    if src.streaming != "auto":
+        return bool(src.streaming)  # true is only accepted for methods that stream (DistillRunConfig)
+    need = source_bytes(src.dataset, src.split, src.image_size, src.max_examples, src.image_column)
+    budget = src.memory_budget_gb or default_memory_budget_gb()
+    if need is None or need <= budget * 1e9:
+        return False
+    if method_spec(cfg.method).streams_source:
+        return True
+    if announce:
+        print(
+            f"source.streaming=auto: the decoded {src.dataset} {src.split} split takes about {need / 1e9:.1f} GB, over "
+            f"source.memory_budget_gb={budget:.1f}, but method {cfg.method!r} cannot stream yet: loading it into memory"
+        )
+    return False
+
+
 def _load_inputs(cfg: DistillRunConfig, acc: Any) -> tuple[Any, Teacher]:
     """The source images and the teacher of the run, on the accelerator's device."""
     src = cfg.source
+    if source_streams(cfg, announce=acc.is_main_process):
+        raise RunError(
+            f"method {cfg.method!r} declares that it streams its source, but the run driver does not hand "
+            "streamed sources to methods yet; set --source.streaming false"
+        )
     source = load_image_source(
         src.dataset,
         split=src.split,
@@ -233,6 +283,10 @@ RESUMABLE_KEYS = (
     "log_with",
     "teacher",
     "shard_teacher",
+    # what they decide (stream or not) changes the result; no run streams yet, so today it is always "not", and the
+    # runs from before these keys existed stay resumable
+    "source.streaming",
+    "source.memory_budget_gb",
 )
 
 
