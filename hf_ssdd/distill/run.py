@@ -96,7 +96,8 @@ class DistillRunConfig:
         source: the real images to distill.
         teacher: model folder, Hub id, ``timm:<name>`` or ``embedded:<name>``; the default is the CPU-trained
             CIFAR-10 Barlow Twins teacher shipped with the package (:mod:`hf_ssdd.assets`).
-        teacher_precision: the teacher's precision, ``fp32`` or ``bf16`` (autocast on CUDA).
+        teacher_precision: the teacher's precision, ``fp32`` or ``bf16`` (autocast on CUDA and CPU; CPUs without
+            native bf16 emulate it, slower than fp32).
         shard_teacher: shard the teacher's weights over the processes with FSDP2 (for teachers too large to
             replicate); on by itself under an FSDP launcher config (``recipes/accelerate/fsdp.yaml``).
         output_dir: the run folder (config, checkpoints, figures, metrics, ``distilled/``).
