@@ -187,6 +187,13 @@ def make_distiller(toy, **overrides) -> MKDTDistiller:
     )
 
 
+def test_random_init_is_the_random_subset_baseline(toy):
+    """``init: random`` starts from the very images the random baseline picks with the same seed and size."""
+    source = toy[0]
+    baseline = create_distiller("random", {"num_images": _SMALL["num_images"]}, source, None, seed=5)
+    assert make_distiller(toy, init="random").init_subset().tolist() == baseline.select().tolist()
+
+
 def test_every_expert_is_used_once_per_pass(toy):
     distiller = make_distiller(toy, init="random")
     distiller.init()

@@ -32,6 +32,19 @@ def test_random_subset_is_seeded():
     assert picks[0] == picks[1] and picks[0] != picks[2]
 
 
+def test_random_subset_is_the_distillers_random_initialization():
+    """The baseline is the very images KRR-ST and MKDT (init random) start from: a margin measures distillation."""
+    source, teacher = toy_source(64), toy_teacher()
+    d = create_distiller("random", {"num_images": 10}, source, teacher, seed=3)
+    d.init()
+    krr = create_distiller("krr_st", {"num_images": 10, "real_batch_size": 8}, source, teacher, seed=3)
+    assert d.indices.tolist() == krr.init_subset().tolist()
+    assert (
+        d.indices.tolist()
+        != create_distiller("random", {"num_images": 10}, source, teacher, seed=4).select().tolist()
+    )
+
+
 def test_kmeans_finds_separated_clusters_and_nearest_real_points():
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(5, 8, generator=g) * 20

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from hf_ssdd.artifacts.distilled_set import PRETRAINING_RECIPES, DistilledSet
+from hf_ssdd.utils import derived_generator
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -95,6 +96,16 @@ class Distiller(ABC):
     @property
     def world_size(self) -> int:
         return self.accelerator.num_processes if self.accelerator is not None else 1
+
+    def random_real_subset(self, n: int) -> torch.Tensor:
+        """Indices (CPU int64) of ``n`` source images drawn uniformly without replacement from the run's seed.
+
+        One draw for every method: the random-subset baseline, KRR-ST's initialization and MKDT's ``init:
+        random`` pick the same images for the same seed and size, so a margin over the baseline measures what
+        distillation adds to its initial images (two different draws of 100 CIFAR-10 images differ by about one
+        point of teacher-fidelity R²: ``benchmarks/RESULTS.md``, MKDT validation).
+        """
+        return torch.randperm(len(self.source), generator=derived_generator(self.seed, "init-subset"))[:n]
 
     def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum of ``t`` over the processes (``t`` itself with one process)."""

@@ -242,9 +242,8 @@ class KRRSTDistiller(Distiller):
             self.pool_optimizers.append(opt)
 
     def init_subset(self) -> torch.Tensor:
-        """Indices of the initial real images: a seeded random subset (CPU int64)."""
-        gen = derived_generator(self.seed, "init-subset")
-        return torch.randperm(len(self.source), generator=gen)[: self.config.num_images]
+        """Indices of the initial real images: the seeded random subset (CPU int64) the random baseline also picks."""
+        return self.random_real_subset(self.config.num_images)
 
     def init(self) -> None:
         """Random real images as initial synthetic images, teacher features as targets, staggered pool ages."""

@@ -319,7 +319,7 @@ class MKDTDistiller(Distiller):
         n = self.config.num_images
         if self.config.init == "high_loss":
             return top_k_indices(self.kd_scores(), n).cpu()
-        return torch.randperm(len(self.source), generator=derived_generator(self.seed, "init-subset"))[:n]
+        return self.random_real_subset(n)
 
     def init(self) -> None:
         """Initial images (normalized), their teacher features as targets, and the inner lr ``lr_init``."""

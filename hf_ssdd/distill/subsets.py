@@ -217,12 +217,11 @@ class _SubsetDistiller(Distiller):
     "random", config=SubsetConfig, display_name="random real subset", pretraining_recipe="mkdt"
 )
 class RandomSubset(_SubsetDistiller):
-    """A uniformly random subset of the source, seeded."""
+    """A uniformly random subset of the source, seeded: the images KRR-ST and MKDT (``init: random``) start from
+    with the same seed (:meth:`~hf_ssdd.distill.base.Distiller.random_real_subset`)."""
 
     def select(self) -> torch.Tensor:
-        return torch.randperm(len(self.source), generator=derived_generator(self.seed, "random-subset"))[
-            : self.config.num_images
-        ]
+        return self.random_real_subset(self.config.num_images)
 
 
 @register_distiller(
