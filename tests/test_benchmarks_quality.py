@@ -1,6 +1,8 @@
-"""`benchmarks/quality_cifar10.py` end to end at smoke size: every stage, resumable parts, margins in RESULTS."""
+"""The quality benchmarks end to end at smoke size: `quality_cifar10.py` (every stage, resumable parts, margins in
+RESULTS) and `mkdt_validation.py` (training-split data only, paired baseline, nothing evaluated twice)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pytest
 import torch
 from conftest import data_path
 
+from hf_ssdd.distill import run as distill_run
 from hf_ssdd.models import create_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +99,54 @@ def test_quality_benchmark_smoke_run_resumes_part_by_part(tmp_path, monkeypatch,
     assert "Full source" not in printed
     with pytest.raises(SystemExit):
         bench.main([*argv, "--methods", "mkdt"])  # not a method of this preset
+
+
+@pytest.mark.slow
+def test_mkdt_validation_smoke_run_never_reads_the_test_split(tmp_path, monkeypatch, capsys):
+    data_path("cifar10")
+    spec = importlib.util.spec_from_file_location(
+        "mkdt_validation", ROOT / "benchmarks" / "mkdt_validation.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher"
+    create_backbone("convnet_8_8_in", mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]).save_pretrained(
+        teacher
+    )
+    tiny = {"model_overrides": {"channels": [8, 8, 8]}, "experts": {"num_experts": 1, "max_epoch": 2}}
+    mkdt = {**tiny, "init": "random", "iterations": 3, "syn_steps": 2, "batch_syn": 5, "max_start_epoch": 1}
+    monkeypatch.setattr(bench, "TEACHER", str(teacher))
+    monkeypatch.setattr(bench, "STUDENT", "convnet_8_8_in")
+    monkeypatch.setattr(bench, "SOURCE_SPLIT", "train[:300]")
+    monkeypatch.setattr(bench, "HELD_OUT_SPLIT", "train[300:500]")
+    monkeypatch.setattr(
+        bench,
+        "CANDIDATES",
+        {
+            "random subset": ("random", {}),
+            "MKDT tiny": ("mkdt", mkdt),
+            "MKDT tiny, 0 iterations": ("mkdt", {**mkdt, "iterations": 0}),
+        },
+    )
+    loaded = []  # every split any stage loads: the benchmark's held-out images and the distillation sources
+
+    def recording(load):
+        return lambda ref, split="train", **kw: loaded.append(split) or load(ref, split, **kw)
+
+    monkeypatch.setattr(bench, "load_image_source", recording(bench.load_image_source))
+    monkeypatch.setattr(distill_run, "load_image_source", recording(distill_run.load_image_source))
+    argv = ["--output_dir", str(tmp_path / "run"), "--budget", "10", "--seeds", "0", "1", "--epochs", "1"]
+    bench.main(argv)
+    table = capsys.readouterr().out
+    record = json.loads((tmp_path / "run" / "validation-10.json").read_text())
+    assert set(record) == {"random subset", "MKDT tiny", "MKDT tiny, 0 iterations"}
+    assert set(loaded) == {"train[300:500]", "train[:300]"} and all(
+        len(e["seeds"]) == 2 for e in record.values()
+    )
+    # the random baseline and MKDT's random initialization are the same images: identical results
+    assert record["random subset"]["seeds"] == record["MKDT tiny, 0 iterations"]["seeds"]
+    assert "| MKDT tiny | e0: " in table and "| random subset | — |" in table
+    # a second call evaluates nothing again
+    monkeypatch.setattr(bench, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
+    bench.main(argv)
