@@ -4,7 +4,8 @@
    trained on CIFAR-10 on 2 CPU cores; :mod:`hf_ssdd.assets`), or another one (``--teacher``), or train the
    one-epoch toy teacher of earlier versions (``--train_teacher``);
 2. distill CIFAR-10 into ``num_images`` images with KRR-ST;
-3. build a random real subset of the same size (teacher features as targets);
+3. build a random real subset of the same size (teacher features as targets): the images KRR-ST and MKDT start
+   from (same seed), so a margin over it is what distillation added;
 4. distill the same number of images with MKDT (three narrow ConvNet experts, a short trajectory matching, random
    initialization: with a one-epoch teacher the high-loss images are feature outliers, ~3× the typical norm);
 5. pre-train the same student on each set (one recipe for all), linear-probe it on CIFAR-10 with 1 % and 5 %
