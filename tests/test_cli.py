@@ -39,6 +39,25 @@ def test_top_level_help_imports_nothing_heavy():
     assert json.loads(_python(code)) == []
 
 
+def test_help_into_a_closed_pipe_ends_quietly():
+    """``hf-ssdd distill --help | head -1``: the reader closes the pipe early; no traceback on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from hf_ssdd.cli import main; sys.exit(main(['distill', '--help']))",
+        ],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    os.close(write_end)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
 @pytest.mark.parametrize("hf_first", [False, True])
 def test_disabling_progress_bars_reaches_the_hf_libraries(hf_first):
     imports = ["import datasets, transformers, huggingface_hub", "import hf_ssdd.utils"]
