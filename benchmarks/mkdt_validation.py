@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from quality_cifar10 import PRESETS, slug
 
 from hf_ssdd.config import config_from_dict
 from hf_ssdd.data import load_image_source
@@ -82,22 +82,8 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     # KRR-ST as the ``cpu`` preset runs it: it starts from the same random subset as "MKDT · random init, 0
     # iterations" (Distiller.random_real_subset), so the two rows tell what 2000 outer steps add to it
-    "KRR-ST · cpu preset": (
-        "krr_st",
-        {
-            "model": "convnet_32_64_128_bn",
-            "num_models": 4,
-            "pool_age_limit": 50,
-            "outer_steps": 2000,
-            "outer_lr": 1e-3,
-            "real_batch_size": 256,
-        },
-    ),
+    "KRR-ST · cpu preset": ("krr_st", PRESETS["cpu"].methods["krr_st"]),
 }
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def distill(name: str, budget: int, out: Path) -> Any:

@@ -265,7 +265,7 @@ def full_source_set(teacher_ref: str, max_examples: int | None = None) -> Distil
     return DistilledSet(source.normalized(), targets, meta=meta)
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
@@ -282,7 +282,7 @@ def transfer_stage(preset: Preset, out: Path, encoders: dict[str, Any], teacher:
     )
     parts = []
     for name, encoder in [("No pre-training", None), *encoders.items()]:
-        folder = out / "transfer" / "parts" / _slug(name)
+        folder = out / "transfer" / "parts" / slug(name)
         if not (folder / "results.json").is_file():
             start = time.perf_counter()
             part = evaluate_transfer(

@@ -104,6 +104,9 @@ def test_quality_benchmark_smoke_run_resumes_part_by_part(tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_mkdt_validation_smoke_run_never_reads_the_test_split(tmp_path, monkeypatch, capsys):
     data_path("cifar10")
+    monkeypatch.syspath_prepend(
+        str(ROOT / "benchmarks")
+    )  # as when run as a script: it imports quality_cifar10
     spec = importlib.util.spec_from_file_location(
         "mkdt_validation", ROOT / "benchmarks" / "mkdt_validation.py"
     )
