@@ -83,6 +83,11 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     # KRR-ST as the ``cpu`` preset runs it: it starts from the same random subset as "MKDT · random init, 0
     # iterations" (Distiller.random_real_subset), so the two rows tell what 2000 outer steps add to it
     "KRR-ST · cpu preset": ("krr_st", PRESETS["cpu"].methods["krr_st"]),
+    # fifth round, after KRR-ST lost teacher fidelity against its initial images on the test split (RESULTS.md,
+    # 2026-12-02): the outer step (how far the images and targets move in 2000 steps) and the pool's age limit
+    # (pool models see ≤ 50 SGD steps; the student trains 200)
+    "KRR-ST · outer_lr 1e-4": ("krr_st", {**PRESETS["cpu"].methods["krr_st"], "outer_lr": 1e-4}),
+    "KRR-ST · pool age limit 200": ("krr_st", {**PRESETS["cpu"].methods["krr_st"], "pool_age_limit": 200}),
 }
 
 

@@ -58,3 +58,17 @@ def teacher_dir(tmp_path_factory):
         "convnet_8_16_none", image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]
     ).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def cifar10_shards(tmp_path_factory) -> Path:
+    """Four parquet shards of 64 real CIFAR-10 test images each (32 px): a local dataset folder, not in the catalog,
+    whose ``train`` split streams."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(data_path("cifar10") / "test-00000-of-00001.parquet").slice(0, 256)
+    folder = tmp_path_factory.mktemp("streamed") / "c10-shards"
+    folder.mkdir()
+    for i in range(4):
+        pq.write_table(table.slice(64 * i, 64), folder / f"train-{i:05d}-of-00004.parquet")
+    return folder

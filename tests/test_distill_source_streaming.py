@@ -51,9 +51,12 @@ def test_auto_streams_for_a_method_that_can(shards, monkeypatch):
 
 
 def test_streaming_true_is_refused_for_a_method_that_cannot_stream():
-    refused = r"source.streaming=true: method 'krr_st' cannot stream its source yet"
+    refused = r"source.streaming=true: method 'mkdt' cannot stream its source"
     with pytest.raises(ConfigError, match=refused):
-        parse_config(DistillRunConfig, ["--method", "krr_st", "--source.streaming", "true"])
+        parse_config(DistillRunConfig, ["--method", "mkdt", "--source.streaming", "true"])
+    assert parse_config(
+        DistillRunConfig, ["--method", "krr_st", "--source.streaming", "true"]
+    ).source.streaming
     cfg = parse_config(DistillRunConfig, ["--source.streaming", "false", "--source.memory_budget_gb", "8"])
     assert cfg.source.streaming is False and cfg.source.memory_budget_gb == 8.0
     assert parse_config(DistillRunConfig, []).source.streaming == "auto"

@@ -15,6 +15,7 @@ from hf_ssdd.data.decode import check_labels, decode_images
 from hf_ssdd.data.real_batches import RealBatchReader
 from hf_ssdd.data.resolve import ResolvedDataset, detect_columns, load_hf_dataset, resolve_dataset
 from hf_ssdd.data.source import ImageSource, load_image_source
+from hf_ssdd.data.streamed_source import StreamedSource, open_streamed_source
 from hf_ssdd.data.streaming import ImageBatch, stream_image_batches
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ImageSource",
     "RealBatchReader",
     "ResolvedDataset",
+    "StreamedSource",
     "augment_view",
     "barlow_twins_views",
     "check_labels",
@@ -38,6 +40,7 @@ __all__ = [
     "load_image_source",
     "normalization",
     "normalize",
+    "open_streamed_source",
     "random_crop_flip",
     "random_resized_crop_params",
     "resized_crop",

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from datasets import Image
 
 from hf_ssdd.data.decode import native_size
-from hf_ssdd.data.resolve import detect_columns, load_hf_dataset, resolve_dataset
+from hf_ssdd.data.resolve import ResolvedDataset, detect_columns, load_hf_dataset, resolve_dataset
 
 BUDGET_FRACTION = 0.5  # of the memory available when the run starts
 
@@ -27,6 +27,16 @@ def default_memory_budget_gb() -> float:
 def decoded_bytes(num_rows: int, image_size: int) -> int:
     """Bytes of N decoded uint8 images of S×S pixels: ``N · 3 · S²``."""
     return num_rows * 3 * image_size * image_size
+
+
+def split_num_rows(resolved: ResolvedDataset, split: str) -> int | None:
+    """Rows of a split without reading any image: the parquet footers of a local folder, else the split sizes of
+    the dataset card; ``None`` when neither records it."""
+    if resolved.data_files is not None and split in resolved.data_files:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in resolved.data_files[split])
+    stream = load_hf_dataset(resolved, split, streaming=True)
+    info = (stream.info.splits or {}).get(split)
+    return info.num_examples if info is not None and info.num_examples else None
 
 
 def source_bytes(
@@ -44,13 +54,7 @@ def source_bytes(
     resolved = resolve_dataset(ref)
     size = image_size or (resolved.spec.resolution if resolved.spec else None)
     try:
-        if resolved.data_files is not None and split in resolved.data_files:
-            files = resolved.data_files[split]
-            rows: int | None = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        else:
-            stream = load_hf_dataset(resolved, split, streaming=True)
-            info = (stream.info.splits or {}).get(split)
-            rows = info.num_examples if info is not None and info.num_examples else None
+        rows = split_num_rows(resolved, split)
         if rows is not None and size is None:
             stream = load_hf_dataset(resolved, split, streaming=True)
             column, _ = detect_columns(stream.features, image_column, None, resolved.spec)

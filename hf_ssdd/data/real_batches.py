@@ -148,6 +148,27 @@ class RealBatchReader:
                 "`hf-ssdd download`"
             ) from err
 
+    def rows_at(self, indices: torch.Tensor) -> ImageBatch:
+        """The rows at global ``indices`` of the split (row order of the shard files, as a non-streamed load
+        numbers them), decoded in the order given; one pass over the shards in file order, decoding only them."""
+        wanted = indices.to(torch.int64).reshape(-1).tolist()
+        if wanted and min(wanted) < 0:
+            raise ValueError(f"row indices must be ≥ 0, got {min(wanted)}")
+        position = {row: i for i, row in enumerate(wanted)}
+        found: dict[int, _Row] = {}
+        offset = 0
+        for index in range(len(self.shards)):
+            if len(found) == len(position):
+                break
+            for row in self._shard_rows(index):
+                if offset in position:
+                    found[offset] = row
+                offset += 1
+        missing = [row for row in wanted if row not in found]
+        if missing:
+            raise ValueError(f"{self.where} has {offset} rows; row {missing[0]} does not exist")
+        return self.decode([found[row] for row in wanted])
+
     def _shuffled_rows(self, epoch: int) -> Iterator[_Row]:
         """This process's rows of ``epoch`` through the shuffle buffer (seeded from seed, epoch, rank)."""
         gen = derived_generator(self.seed, "real-buffer", epoch, self.rank)

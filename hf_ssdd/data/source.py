@@ -128,6 +128,10 @@ class ImageSource:
         labels = None if self.labels is None else self.labels.to(device)
         return replace(self, images=self.images.to(device), labels=labels)
 
+    def take(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 images of the rows at ``indices``, on the source's device (as :meth:`StreamedSource.take`)."""
+        return self.images[indices.to(self.device)]
+
     def subset(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> ImageSource:
         """The rows at ``indices`` (integer indices or a boolean mask), with a deterministic new fingerprint."""
         index = torch.as_tensor(np.asarray(indices) if not isinstance(indices, torch.Tensor) else indices)

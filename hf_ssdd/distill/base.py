@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from hf_ssdd.data import ImageSource
+    from hf_ssdd.data.streamed_source import StreamedSource
     from hf_ssdd.teachers import Teacher
 
 
@@ -42,7 +43,9 @@ class Distiller(ABC):
 
     Args:
         config: the method's config dataclass.
-        source: the real images (uint8 on the device).
+        source: the real images: in memory (uint8 on the device), or, for a method registered with
+            ``streams_source``, possibly a :class:`~hf_ssdd.data.StreamedSource` (``source.streaming``). Methods
+            that do not stream narrow the attribute's type to ``ImageSource``; the driver never hands them a stream.
         teacher: the frozen target encoder.
         accelerator: an ``accelerate.Accelerator`` for multi-process runs (``None``: one process).
         seed: the run's seed; all randomness is derived from it and the step counter.
@@ -59,13 +62,13 @@ class Distiller(ABC):
     def __init__(
         self,
         config: Any,
-        source: ImageSource,
+        source: ImageSource | StreamedSource,
         teacher: Teacher,
         accelerator: Accelerator | None = None,
         seed: int = 0,
     ):
         self.config = config
-        self.source = source
+        self.source: ImageSource | StreamedSource = source
         self.teacher = teacher
         self.accelerator = accelerator
         self.seed = seed
@@ -87,7 +90,7 @@ class Distiller(ABC):
 
     @property
     def device(self) -> torch.device:
-        return self.source.images.device
+        return self.source.device
 
     @property
     def rank(self) -> int:
@@ -156,7 +159,7 @@ class Distiller(ABC):
                 "num_examples": len(src),
             },
             "teacher": self.teacher.describe() if self.teacher is not None else None,
-            "image_size": int(src.images.shape[-1]),
+            "image_size": int(src.image_size),
             "seed": self.seed,
         }
 
@@ -166,14 +169,14 @@ class RunContext:
     """What a method's :meth:`Distiller.prepare` stage may use besides its own config.
 
     Attributes:
-        source: the real images (on the run's device).
+        source: the real images (on the run's device): in memory, or streamed for a method that streams.
         teacher: the frozen teacher.
         accelerator: the run's ``accelerate.Accelerator`` (``None``: one process).
         output_dir: the run folder (e.g. MKDT's default expert folder lies below it).
         seed: the run's seed.
     """
 
-    source: ImageSource
+    source: ImageSource | StreamedSource
     teacher: Teacher
     accelerator: Accelerator | None
     output_dir: Path
@@ -194,7 +197,8 @@ class MethodSpec:
         resumable_keys: keys of the method's config that a resumed run may change (its step budget: a finished
             run asked for more steps continues).
         streams_source: the method reads its real images from a stream (``source.streaming``) instead of an
-            in-memory :class:`~hf_ssdd.data.ImageSource`; no built-in method does yet.
+            in-memory :class:`~hf_ssdd.data.ImageSource`: its distiller accepts a
+            :class:`~hf_ssdd.data.StreamedSource` (KRR-ST).
     """
 
     name: str
@@ -305,7 +309,7 @@ def get_distiller_class(name: str) -> type[Distiller]:
 def create_distiller(
     name: str,
     config: Any,
-    source: ImageSource,
+    source: ImageSource | StreamedSource,
     teacher: Teacher,
     accelerator: Accelerator | None = None,
     seed: int = 0,

@@ -12,6 +12,11 @@ head in closed form by kernel ridge regression on f's features (plus a constant 
 and minimizes mean((ŷ_r − teacher(x_r))²) over an augmented real batch x_r. The sampled pool model then takes one
 full-batch SGD step on MSE(model(x_syn), y_syn), or is re-initialized when it reaches the age limit.
 
+Real batches: in memory, consecutive slices of a seeded per-epoch permutation of the source, each process keeping
+its slice of the global batch; streamed (a :class:`~hf_ssdd.data.StreamedSource`, ``source.streaming``), each
+process reads ``real_batch_size / world_size`` images per step from its own parquet shards
+(:class:`~hf_ssdd.data.RealBatchReader`), and every process's stream position is part of the checkpoint.
+
 Reference quirks behind flags (fixed behaviour by default):
 - ``pool_reset_counter=False``: a re-initialized model keeps its age, so it is re-initialized on every later use
   and never trained again (spec §1.5).
@@ -36,15 +41,17 @@ from torch import nn
 
 from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.config import config_to_dict
-from hf_ssdd.data import normalize, random_crop_flip
+from hf_ssdd.data import RealBatchReader, StreamedSource, normalize, random_crop_flip
 from hf_ssdd.distill.base import Distiller, register_distiller
 from hf_ssdd.models import Backbone, create_backbone
 from hf_ssdd.utils import derived_generator, derived_seed, progress
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from accelerate import Accelerator
 
-    from hf_ssdd.data import ImageSource
+    from hf_ssdd.data import ImageBatch, ImageSource
     from hf_ssdd.teachers import Teacher
 
 
@@ -160,6 +167,7 @@ class _Timer:
     display_name="KRR-ST (Lee et al., ICLR 2024)",
     pretraining_recipe="krr_st",
     resumable_keys=("outer_steps",),
+    streams_source=True,
 )
 class KRRSTDistiller(Distiller):
     """KRR-ST (Lee et al., ICLR 2024). See the module docstring."""
@@ -167,7 +175,7 @@ class KRRSTDistiller(Distiller):
     def __init__(
         self,
         config: KRRSTConfig,
-        source: ImageSource,
+        source: ImageSource | StreamedSource,
         teacher: Teacher,
         accelerator: Accelerator | None = None,
         seed: int = 0,
@@ -195,6 +203,10 @@ class KRRSTDistiller(Distiller):
         self.counters: list[int] = []
         self.generations: list[int] = []
         self._perm: tuple[int, torch.Tensor] | None = None
+        # streamed sources: this process's reader, its batches, and every process's position after the last step
+        self._reader: RealBatchReader | None = None
+        self._stream: Iterator[ImageBatch] | None = None
+        self.stream_positions: list[dict[str, int]] | None = None
         self.timings: dict[str, float] | None = None  # set to {} to time the parts of each step (benchmarks)
 
     @classmethod
@@ -249,7 +261,7 @@ class KRRSTDistiller(Distiller):
         """Random real images as initial synthetic images, teacher features as targets, staggered pool ages."""
         cfg = self.config
         self.init_indices = self.init_subset()
-        real = self.source.images[self.init_indices.to(self.device)]
+        real = self.source.take(self.init_indices)
         targets = torch.cat([self.teacher.encode(chunk) for chunk in real.split(1024)]).to(self.device)
         if cfg.syn_input_space == "raw":
             images = real.float() / 255.0
@@ -312,6 +324,45 @@ class KRRSTDistiller(Distiller):
             )
         return self._perm[1][pos * b : (pos + 1) * b].to(self.device)
 
+    def _streamed_batch(self) -> torch.Tensor:
+        """This process's next ``real_batch_size / world_size`` streamed images; records every process's position."""
+        assert isinstance(self.source, StreamedSource)
+        if self._stream is None:
+            reader = self.source.reader(
+                self.config.real_batch_size // self.world_size,
+                self.rank,
+                self.world_size,
+                derived_seed(self.seed, "real-stream"),
+            )
+            if self.stream_positions is not None:
+                reader.load_state_dict(self.stream_positions[self.rank])
+            self._reader, self._stream = reader, iter(reader)
+        assert self._reader is not None
+        x = next(self._stream).images.to(self.device)
+        position = self._reader.state_dict()
+        own = torch.zeros(self.world_size, 2, dtype=torch.int64, device=self.device)
+        own[self.rank] = torch.tensor([position["epoch"], position["batch"]])
+        every = self.reduce_sum(own).tolist()  # every process's position, known to the one that checkpoints
+        self.stream_positions = [{"epoch": epoch, "batch": batch} for epoch, batch in every]
+        return x
+
+    def real_batch(self, step: int) -> torch.Tensor:
+        """This process's uint8 real images of ``step``, augmented when ``real_augment``."""
+        cfg = self.config
+        if isinstance(self.source, StreamedSource):
+            x = self._streamed_batch()
+            if cfg.real_augment:
+                gen = derived_generator(self.seed, "aug", step, self.rank, device=self.device)
+                x = random_crop_flip(x, padding=4, generator=gen)
+            return x
+        x = self.source.images[self.real_batch_indices(step)]
+        if cfg.real_augment:  # augment the whole global batch so every process sees the same views
+            x = random_crop_flip(
+                x, padding=4, generator=derived_generator(self.seed, "aug", step, device=self.device)
+            )
+        shard = cfg.real_batch_size // self.world_size
+        return x[self.rank * shard : (self.rank + 1) * shard]
+
     def _section(self, name: str):
         """Time a part of the step into ``self.timings`` (seconds, CUDA-synchronized) when timing is enabled."""
         if self.timings is None:
@@ -325,13 +376,7 @@ class KRRSTDistiller(Distiller):
         model = self.pool[i].eval()
 
         with self._section("teacher"):
-            x = self.source.images[self.real_batch_indices(s)]
-            if cfg.real_augment:  # augment the whole global batch so every process sees the same views
-                x = random_crop_flip(
-                    x, padding=4, generator=derived_generator(self.seed, "aug", s, device=self.device)
-                )
-            shard = cfg.real_batch_size // self.world_size
-            x = x[self.rank * shard : (self.rank + 1) * shard]
+            x = self.real_batch(s)
             y_real = self.teacher.encode(x).to(self.device)
         mean, std = self._mean_std()
         x_real = self._as_input((x.float() / 255.0 - mean) / std)
@@ -380,6 +425,7 @@ class KRRSTDistiller(Distiller):
             "generations": list(self.generations),
             "pool": [m.state_dict() for m in self.pool],
             "pool_optimizers": [o.state_dict() for o in self.pool_optimizers],
+            "stream_positions": self.stream_positions,  # None in memory: the step alone gives the position
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -396,6 +442,13 @@ class KRRSTDistiller(Distiller):
             model.load_state_dict(m_state)
             opt.load_state_dict(o_state)
         self.step_count = int(state["step"])
+        self.stream_positions = state.get("stream_positions")
+        if self.stream_positions is not None and len(self.stream_positions) != self.world_size:
+            raise ValueError(
+                f"the checkpoint was written by a streamed run of {len(self.stream_positions)} processes, each with "
+                f"its own shards; resume it with {len(self.stream_positions)} processes, not {self.world_size}"
+            )
+        self._reader = self._stream = None
 
     def export(self) -> DistilledSet:
         cfg = self.config

@@ -31,6 +31,7 @@ from torch import nn
 
 from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.config import config_to_dict
+from hf_ssdd.data import ImageSource
 from hf_ssdd.distill.base import Distiller, RunContext, register_distiller
 from hf_ssdd.distill.experts import (
     ExpertConfig,
@@ -52,7 +53,6 @@ from hf_ssdd.utils import derived_generator
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from hf_ssdd.data import ImageSource
     from hf_ssdd.teachers import Teacher
 
 
@@ -193,6 +193,8 @@ class MKDTDistiller(Distiller):
         experts: the expert trajectories (:meth:`prepare` trains or loads them).
     """
 
+    source: ImageSource  # in memory: the method does not stream (see Distiller)
+
     def __init__(
         self,
         config: MKDTConfig,
@@ -254,6 +256,10 @@ class MKDTDistiller(Distiller):
         from hf_ssdd.teachers import encode_source
 
         cfg, source, teacher, accelerator = config, context.source, context.teacher, context.accelerator
+        if not isinstance(source, ImageSource):  # the driver streams only for methods registered to stream
+            raise TypeError(
+                f"{cls.name} reads its source from memory; it was given a {type(source).__name__}"
+            )
         features = encode_source(teacher, source, accelerator=accelerator)
         folder = Path(cfg.experts.directory or Path(context.output_dir) / "experts")
         trainer = ExpertTrainer(

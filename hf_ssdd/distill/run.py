@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, broadcast_object_list
 
 from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.assets import DEFAULT_TEACHER
@@ -35,7 +35,7 @@ from hf_ssdd.config import (
     require_at_least,
     section_config,
 )
-from hf_ssdd.data import load_image_source
+from hf_ssdd.data import ImageSource, StreamedSource, load_image_source, open_streamed_source
 from hf_ssdd.data.footprint import default_memory_budget_gb, source_bytes
 from hf_ssdd.distill.base import RunContext, create_distiller, method_spec, method_specs
 from hf_ssdd.distill.experts import ExpertTrajectory
@@ -60,10 +60,14 @@ class SourceConfig:
         convention: whose catalog normalization constants to use, ``krr_st`` or ``mkdt``.
         streaming: read the real images as a stream of this process's parquet shards instead of decoding the whole
             split into memory: ``true``, ``false``, or ``auto`` (stream when the decoded uint8 split, N·3·S² bytes,
-            exceeds ``memory_budget_gb``). Only methods that declare it can stream (none of the built-in ones yet):
-            ``true`` with another method is refused; ``auto`` then loads into memory and says so.
+            exceeds ``memory_budget_gb``). Only methods that declare it can stream (KRR-ST): ``true`` with another
+            method is refused, ``auto`` then loads into memory and says so. A streamed source is a whole split (no
+            split expression, no ``max_examples``).
         memory_budget_gb: the memory, in GB, that ``streaming: auto`` lets the decoded split take; ``None``: half
             of the memory available when the run starts.
+        shuffle_buffer: streamed sources: undecoded rows each process holds to shuffle its shards' rows.
+        stream_workers: streamed sources: ``DataLoader`` worker processes that decode the real batches ahead of the
+            step (0: decode in the training process).
     """
 
     dataset: str = "cifar10"
@@ -75,10 +79,24 @@ class SourceConfig:
     convention: Literal["krr_st", "mkdt"] = "krr_st"
     streaming: Literal["auto"] | bool = "auto"
     memory_budget_gb: float | None = None
+    shuffle_buffer: int = 4096
+    stream_workers: int = 0
 
     def __post_init__(self) -> None:
         if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
             raise ConfigError(f"source.memory_budget_gb must be > 0, got {self.memory_budget_gb}")
+        require_at_least(self, 1, "shuffle_buffer")
+        require_at_least(self, 0, "stream_workers")
+        if self.streaming is True and not self.streamable:
+            raise ConfigError(
+                f"source.streaming=true reads whole splits: drop source.max_examples and use a split name, not "
+                f"{self.split!r}"
+            )
+
+    @property
+    def streamable(self) -> bool:
+        """A whole split (no split expression, no ``max_examples``): what a stream of parquet shards can read."""
+        return self.max_examples is None and not any(c in self.split for c in "[+")
 
 
 @dataclass
@@ -141,7 +159,7 @@ class DistillRunConfig:
         spec = method_spec(self.method)  # an unknown method fails here, before any work
         if self.source.streaming is True and not spec.streams_source:
             raise ConfigError(
-                f"source.streaming=true: method {self.method!r} cannot stream its source yet; set "
+                f"source.streaming=true: method {self.method!r} cannot stream its source; set "
                 "--source.streaming auto or false (the source is then decoded into memory)"
             )
         known = self.config_sections()
@@ -182,7 +200,7 @@ def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) ->
     dset = distiller.export()
     save_image_grid(out / "synthetic_grid.png", dset.images, mean=dset.mean, std=dset.std)
     if distiller.init_indices is not None:  # a method that starts from real images and changes them
-        before = distiller.source.images[distiller.init_indices.to(distiller.device)]
+        before = distiller.source.take(distiller.init_indices)
         save_before_after_grid(
             out / "before_after_grid.png", before, dset.images, mean=dset.mean, std=dset.std
         )
@@ -212,6 +230,8 @@ def source_streams(cfg: DistillRunConfig, announce: bool = True) -> bool:
     src = cfg.source
     if src.streaming != "auto":
         return bool(src.streaming)  # true is only accepted for methods that stream (DistillRunConfig)
+    if not src.streamable:
+        return False
     need = source_bytes(src.dataset, src.split, src.image_size, src.max_examples, src.image_column)
     budget = src.memory_budget_gb or default_memory_budget_gb()
     if need is None or need <= budget * 1e9:
@@ -226,24 +246,37 @@ def source_streams(cfg: DistillRunConfig, announce: bool = True) -> bool:
     return False
 
 
-def _load_inputs(cfg: DistillRunConfig, acc: Any) -> tuple[Any, Teacher]:
-    """The source images and the teacher of the run, on the accelerator's device."""
+def _load_inputs(cfg: DistillRunConfig, acc: Any) -> tuple[ImageSource | StreamedSource, Teacher]:
+    """The source (in memory, or streamed: :func:`source_streams`) and the teacher of the run, on the accelerator's
+    device. Every process follows the main process's streaming decision (free memory differs between machines)."""
     src = cfg.source
-    if source_streams(cfg, announce=acc.is_main_process):
-        raise RunError(
-            f"method {cfg.method!r} declares that it streams its source, but the run driver does not hand "
-            "streamed sources to methods yet; set --source.streaming false"
+    decision = [source_streams(cfg, announce=acc.is_main_process) if acc.is_main_process else False]
+    if acc.num_processes > 1:
+        broadcast_object_list(decision)
+    source: ImageSource | StreamedSource
+    if decision[0]:
+        source = open_streamed_source(
+            src.dataset,
+            split=src.split,
+            image_size=src.image_size,
+            device=acc.device,
+            shuffle_buffer=src.shuffle_buffer,
+            num_workers=src.stream_workers,
+            image_column=src.image_column,
+            label_column=src.label_column,
+            convention=src.convention,
         )
-    source = load_image_source(
-        src.dataset,
-        split=src.split,
-        image_size=src.image_size,
-        device=acc.device,
-        max_examples=src.max_examples,
-        image_column=src.image_column,
-        label_column=src.label_column,
-        convention=src.convention,
-    )
+    else:
+        source = load_image_source(
+            src.dataset,
+            split=src.split,
+            image_size=src.image_size,
+            device=acc.device,
+            max_examples=src.max_examples,
+            image_column=src.image_column,
+            label_column=src.label_column,
+            convention=src.convention,
+        )
     teacher = Teacher.from_pretrained(cfg.teacher, precision=cfg.teacher_precision, device=acc.device)
     if acc.num_processes > 1 and (cfg.shard_teacher or acc.distributed_type == DistributedType.FSDP):
         teacher.shard()
@@ -284,10 +317,11 @@ RESUMABLE_KEYS = (
     "log_with",
     "teacher",
     "shard_teacher",
-    # what they decide (stream or not) changes the result; no run streams yet, so today it is always "not", and the
-    # runs from before these keys existed stay resumable
+    # what they decide (stream or not) changes the result, but a streamed source has a fingerprint of its own (in the
+    # identity), so a resume that decides otherwise is refused; runs from before these keys existed stay resumable
     "source.streaming",
     "source.memory_budget_gb",
+    "source.stream_workers",  # decoding in other processes gives the same batches
 )
 
 

@@ -141,6 +141,8 @@ def nearest_distinct(x: torch.Tensor, centres: torch.Tensor, batch_size: int = 4
 class _SubsetDistiller(Distiller):
     """Shared machinery: select indices in :meth:`init`, export real images with teacher features."""
 
+    source: ImageSource  # in memory: the method does not stream (see Distiller)
+
     def __init__(
         self,
         config: SubsetConfig,
