@@ -69,3 +69,19 @@ def test_streaming_true_is_refused_for_a_method_that_cannot_stream():
 def test_keys_have_help():
     help_text = field_help(SourceConfig)
     assert "auto" in help_text["streaming"] and "GB" in help_text["memory_budget_gb"]
+
+
+def test_source_keys_added_for_streaming_keep_earlier_runs_resumable(shards):
+    """A run recorded before the streaming keys existed resumes: none of them is in the identity (a streamed
+    source's settings that change its batches are in its fingerprint instead)."""
+    from hf_ssdd.data import load_image_source
+    from hf_ssdd.distill.run import distill_identity
+    from hf_ssdd.teachers import Teacher
+
+    cfg = _config(shards, method="krr_st")
+    identity = distill_identity(
+        cfg, load_image_source(shards), Teacher.from_pretrained("embedded:teacher-cpu-c10")
+    )
+    streaming_keys = {"streaming", "memory_budget_gb", "shuffle_buffer", "stream_workers"}
+    assert streaming_keys <= {f.name for f in dataclasses.fields(SourceConfig)}
+    assert not {k for k in identity if k.split(".")[-1] in streaming_keys}

@@ -321,6 +321,7 @@ RESUMABLE_KEYS = (
     # identity), so a resume that decides otherwise is refused; runs from before these keys existed stay resumable
     "source.streaming",
     "source.memory_budget_gb",
+    "source.shuffle_buffer",  # in the streamed source's fingerprint; unused in memory
     "source.stream_workers",  # decoding in other processes gives the same batches
 )
 
