@@ -153,3 +153,24 @@ def test_mkdt_validation_smoke_run_never_reads_the_test_split(tmp_path, monkeypa
     # a second call evaluates nothing again
     monkeypatch.setattr(bench, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
     bench.main(argv)
+
+
+def test_set_drift_of_a_set_against_itself_and_a_moved_copy(teacher_dir):
+    spec = importlib.util.spec_from_file_location("set_drift", ROOT / "benchmarks" / "set_drift.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from hf_ssdd.distill import DistilledSet
+    from hf_ssdd.teachers import Teacher
+
+    teacher = Teacher.from_pretrained(str(teacher_dir))
+    images = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    pixels = (images * 255).round().to(torch.uint8)
+    meta = {"mean": [0.0] * 3, "std": [1.0] * 3}
+    init = DistilledSet(pixels.float() / 255, teacher.encode(pixels), dict(meta))
+    same = module.drift(init, init, teacher)
+    assert same["images"] == same["targets"] == same["outside"] == 0.0
+    assert same["rank_before"] == same["rank_after"] and same["teacher_r2"] > 0.999
+    moved = DistilledSet(init.images * 1.5, init.targets * 0.5, dict(meta))
+    drift = module.drift(init, moved, teacher)
+    assert drift["images"] == pytest.approx(0.5) and drift["targets"] == pytest.approx(0.5)
+    assert drift["outside"] > 0 and drift["teacher_r2"] < 0.9
