@@ -72,3 +72,18 @@ def cifar10_shards(tmp_path_factory) -> Path:
     for i in range(4):
         pq.write_table(table.slice(64 * i, 64), folder / f"train-{i:05d}-of-00004.parquet")
     return folder
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as module ``name`` (registered in ``sys.modules``, so that dataclasses and
+    pickling work and other benchmark scripts can import it)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,14 +1,12 @@
 """The quality benchmarks end to end at smoke size: `quality_cifar10.py` (every stage, resumable parts, margins in
 RESULTS) and `mkdt_validation.py` (training-split data only, paired baseline, nothing evaluated twice)."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import data_path
+from conftest import data_path, load_benchmark
 
 from hf_ssdd.distill import run as distill_run
 from hf_ssdd.models import create_backbone
@@ -16,20 +14,10 @@ from hf_ssdd.models import create_backbone
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "quality_cifar10", ROOT / "benchmarks" / "quality_cifar10.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_quality_benchmark_smoke_run_resumes_part_by_part(tmp_path, monkeypatch, capsys):
     data_path("cifar10")
-    bench = _load_benchmark()
+    bench = load_benchmark("quality_cifar10")
     torch.manual_seed(0)
     teacher = tmp_path / "teacher"
     create_backbone("convnet_8_8_in", mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]).save_pretrained(
@@ -107,11 +95,7 @@ def test_mkdt_validation_smoke_run_never_reads_the_test_split(tmp_path, monkeypa
     monkeypatch.syspath_prepend(
         str(ROOT / "benchmarks")
     )  # as when run as a script: it imports quality_cifar10
-    spec = importlib.util.spec_from_file_location(
-        "mkdt_validation", ROOT / "benchmarks" / "mkdt_validation.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("mkdt_validation")
     torch.manual_seed(0)
     teacher = tmp_path / "teacher"
     create_backbone("convnet_8_8_in", mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]).save_pretrained(
@@ -156,9 +140,7 @@ def test_mkdt_validation_smoke_run_never_reads_the_test_split(tmp_path, monkeypa
 
 
 def test_set_drift_of_a_set_against_itself_and_a_moved_copy(teacher_dir):
-    spec = importlib.util.spec_from_file_location("set_drift", ROOT / "benchmarks" / "set_drift.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("set_drift")
     from hf_ssdd.distill import DistilledSet
     from hf_ssdd.teachers import Teacher
 

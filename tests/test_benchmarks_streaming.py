@@ -1,25 +1,12 @@
 """`bench_streaming.py` at smoke size: every configuration runs, the table compares each with the in-memory run."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "bench_streaming", ROOT / "benchmarks" / "bench_streaming.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_streaming_benchmark_smoke_run(cifar10_shards, teacher_dir, tmp_path, monkeypatch, capsys):
-    bench = _load_benchmark()
+    bench = load_benchmark("bench_streaming")
     monkeypatch.setattr(bench, "TEACHER", str(teacher_dir))
     out = tmp_path / "bench"
     args = ["--dataset", str(cifar10_shards), "--steps", "4", "--warmup", "1", "--num_images", "8",

@@ -250,33 +250,24 @@ def _load_inputs(cfg: DistillRunConfig, acc: Any) -> tuple[ImageSource | Streame
     """The source (in memory, or streamed: :func:`source_streams`) and the teacher of the run, on the accelerator's
     device. Every process follows the main process's streaming decision (free memory differs between machines)."""
     src = cfg.source
-    decision = [source_streams(cfg, announce=acc.is_main_process) if acc.is_main_process else False]
+    decision = [source_streams(cfg) if acc.is_main_process else False]
     if acc.num_processes > 1:
         broadcast_object_list(decision)
+    where = {
+        "split": src.split,
+        "image_size": src.image_size,
+        "device": acc.device,
+        "image_column": src.image_column,
+        "label_column": src.label_column,
+        "convention": src.convention,
+    }
     source: ImageSource | StreamedSource
     if decision[0]:
         source = open_streamed_source(
-            src.dataset,
-            split=src.split,
-            image_size=src.image_size,
-            device=acc.device,
-            shuffle_buffer=src.shuffle_buffer,
-            num_workers=src.stream_workers,
-            image_column=src.image_column,
-            label_column=src.label_column,
-            convention=src.convention,
+            src.dataset, shuffle_buffer=src.shuffle_buffer, num_workers=src.stream_workers, **where
         )
     else:
-        source = load_image_source(
-            src.dataset,
-            split=src.split,
-            image_size=src.image_size,
-            device=acc.device,
-            max_examples=src.max_examples,
-            image_column=src.image_column,
-            label_column=src.label_column,
-            convention=src.convention,
-        )
+        source = load_image_source(src.dataset, max_examples=src.max_examples, **where)
     teacher = Teacher.from_pretrained(cfg.teacher, precision=cfg.teacher_precision, device=acc.device)
     if acc.num_processes > 1 and (cfg.shard_teacher or acc.distributed_type == DistributedType.FSDP):
         teacher.shard()
