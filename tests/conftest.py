@@ -87,3 +87,21 @@ def load_benchmark(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def kill_at_first_checkpoint(recipe: str, args: list[str], out: Path) -> None:
+    """Run ``recipes/<recipe>`` with ``args`` in a subprocess and SIGKILL it as soon as ``out`` has a checkpoint
+    (or after 240 s, or when it has exited by itself)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_SSDD_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen([sys.executable, str(root / "recipes" / recipe), *args], env=env)
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "latest").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

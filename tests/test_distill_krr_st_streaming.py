@@ -1,14 +1,10 @@
 """KRR-ST on a streamed source (``source.streaming``): same rows as in memory, reproducible, exact resume after a kill."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_at_first_checkpoint
 from process_launcher import launch
 from test_distill_krr_st import toy_config, toy_teacher
 
@@ -128,15 +124,7 @@ def test_streamed_run_resumes_exactly_after_sigkill(shards, teacher_dir, tmp_pat
     full = run_distillation(parse_config(DistillRunConfig, _args(shards, teacher_dir, tmp_path / "full")))
 
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_SSDD_DISABLE_PROGRESS_BARS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "recipes" / "distill.py"), *_args(shards, teacher_dir, out)], env=env
-    )
-    deadline = time.time() + 240
-    while not (out / "checkpoints" / "latest").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint("distill.py", _args(shards, teacher_dir, out), out)
     assert not (out / "distilled").exists(), "the run finished before it could be killed"
 
     args = [*_args(shards, teacher_dir, out), "--resume"]

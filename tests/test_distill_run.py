@@ -1,16 +1,11 @@
 """The distillation recipe end to end on real CIFAR-10: outputs, SIGKILL + --resume equals an uninterrupted run."""
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import data_path
+from conftest import data_path, kill_at_first_checkpoint
 
 from hf_ssdd.config import parse_config
 from hf_ssdd.distill import DistilledSet
@@ -34,15 +29,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, teacher_dir):
     full = run_distillation(parse_config(DistillRunConfig, _args(teacher_dir, tmp_path / "full")))
 
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_SSDD_DISABLE_PROGRESS_BARS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "recipes" / "distill.py"), *_args(teacher_dir, out)], env=env
-    )
-    deadline = time.time() + 240
-    while not (out / "checkpoints" / "latest").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint("distill.py", _args(teacher_dir, out), out)
     assert not (out / "distilled").exists(), "the run finished before it could be killed"
     assert (out / "checkpoints" / "latest").exists()
 

@@ -1,16 +1,11 @@
 """Barlow Twins teacher training on real CIFAR-10: outputs, a loadable teacher, SIGKILL + --resume is exact."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import data_path
+from conftest import data_path, kill_at_first_checkpoint
 from safetensors.torch import load_file
 
 from hf_ssdd.config import parse_config
@@ -58,15 +53,7 @@ def test_teacher_training_outputs_and_exact_resume(tmp_path):
     )  # KRR-ST's CIFAR-10 constants from the catalog
 
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_SSDD_DISABLE_PROGRESS_BARS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "recipes" / "pretrain_teacher.py"), *_args(out)], env=env
-    )
-    deadline = time.time() + 240
-    while not (out / "checkpoints" / "latest").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint("pretrain_teacher.py", _args(out), out)
     assert not (out / "teacher").exists(), "the run finished before it could be killed"
     resumed_dir = train_teacher(parse_config(TeacherTrainConfig, [*_args(out), "--resume"]))
     a, b = load_file(str(full_dir / "model.safetensors")), load_file(str(resumed_dir / "model.safetensors"))

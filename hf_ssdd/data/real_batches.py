@@ -154,14 +154,14 @@ class RealBatchReader:
         wanted = indices.to(torch.int64).reshape(-1).tolist()
         if wanted and min(wanted) < 0:
             raise ValueError(f"row indices must be ≥ 0, got {min(wanted)}")
-        position = {row: i for i, row in enumerate(wanted)}
+        wanted_rows = set(wanted)
         found: dict[int, _Row] = {}
         offset = 0
         for index in range(len(self.shards)):
-            if len(found) == len(position):
+            if len(found) == len(wanted_rows):
                 break
             for row in self._shard_rows(index):
-                if offset in position:
+                if offset in wanted_rows:
                     found[offset] = row
                 offset += 1
         missing = [row for row in wanted if row not in found]

@@ -97,6 +97,11 @@ class StreamedSource:
         return self._taken[1].to(self.device)
 
 
+def is_split_name(split: str) -> bool:
+    """``split`` names a whole split, not a ``datasets`` split expression (``train[:1000]``, ``train+test``)."""
+    return not any(c in split for c in "[+")
+
+
 def open_streamed_source(
     ref: str | os.PathLike,
     split: str = "train",
@@ -116,7 +121,7 @@ def open_streamed_source(
         ValueError: ``split`` is a split expression (slices would break the shard-to-process assignment), the
             row count is recorded nowhere, or the split cannot be read.
     """
-    if "[" in split or "+" in split:
+    if not is_split_name(split):
         raise ValueError(
             f"split {split!r}: a streamed source reads whole splits; use a split name, or source.streaming false"
         )

@@ -37,6 +37,7 @@ from hf_ssdd.config import (
 )
 from hf_ssdd.data import ImageSource, StreamedSource, load_image_source, open_streamed_source
 from hf_ssdd.data.footprint import default_memory_budget_gb, source_bytes
+from hf_ssdd.data.streamed_source import is_split_name
 from hf_ssdd.distill.base import RunContext, create_distiller, method_spec, method_specs
 from hf_ssdd.distill.experts import ExpertTrajectory
 from hf_ssdd.distill.mkdt import MKDTDistiller
@@ -96,7 +97,7 @@ class SourceConfig:
     @property
     def streamable(self) -> bool:
         """A whole split (no split expression, no ``max_examples``): what a stream of parquet shards can read."""
-        return self.max_examples is None and not any(c in self.split for c in "[+")
+        return self.max_examples is None and is_split_name(self.split)
 
 
 @dataclass
@@ -218,14 +219,13 @@ def _require_teacher(cfg: DistillRunConfig) -> None:
         )
 
 
-def source_streams(cfg: DistillRunConfig, announce: bool = True) -> bool:
+def source_streams(cfg: DistillRunConfig) -> bool:
     """Whether the run streams its source (``source.streaming``, see :class:`SourceConfig`).
 
     ``auto`` streams when the decoded split is estimated (:func:`~hf_ssdd.data.footprint.source_bytes`) above
     ``source.memory_budget_gb`` and the method can stream; a method that cannot is given the in-memory source, with
-    one line saying so (when ``announce``: the main process). An unknown size counts as fitting. The default budget
-    depends on the memory free on each machine: a method that streams must make its processes agree (broadcast the
-    main process's answer).
+    one line saying so. An unknown size counts as fitting. The default budget depends on the memory free on each
+    machine, so only the main process decides (``_load_inputs`` broadcasts its answer).
     """
     src = cfg.source
     if src.streaming != "auto":
@@ -238,11 +238,10 @@ def source_streams(cfg: DistillRunConfig, announce: bool = True) -> bool:
         return False
     if method_spec(cfg.method).streams_source:
         return True
-    if announce:
-        print(
-            f"source.streaming=auto: the decoded {src.dataset} {src.split} split takes about {need / 1e9:.1f} GB, over "
-            f"source.memory_budget_gb={budget:.1f}, but method {cfg.method!r} cannot stream yet: loading it into memory"
-        )
+    print(
+        f"source.streaming=auto: the decoded {src.dataset} {src.split} split takes about {need / 1e9:.1f} GB, over "
+        f"source.memory_budget_gb={budget:.1f}, but method {cfg.method!r} cannot stream yet: loading it into memory"
+    )
     return False
 
 
