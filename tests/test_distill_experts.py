@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_expert_training_is_kd_sgd_with_seeded_init_and_order():
     trainer = toy_trainer(max_epoch=2, lr=0.05, momentum=0.9, weight_decay=1e-3)
-    snapshots, losses, _ = trainer.train(1)
+    snapshots, losses, _, _ = trainer.train(1)
     assert len(snapshots) == 3 and len(losses) == 2 and all(v > 0 for v in losses)
 
     model = trainer.build(1)  # the same initialization, rebuilt
@@ -37,8 +37,8 @@ def test_expert_training_is_kd_sgd_with_seeded_init_and_order():
         for name, p in model.named_parameters():
             torch.testing.assert_close(snapshots[epoch][name], p.detach(), rtol=0, atol=0)
 
-    again, _, _ = trainer.train(1)
-    other, _, _ = trainer.train(2)
+    again = trainer.train(1).snapshots
+    other = trainer.train(2).snapshots
     assert all(torch.equal(again[2][n], snapshots[2][n]) for n in snapshots[2])
     assert not torch.equal(other[0]["head.weight"], snapshots[0]["head.weight"])
 
@@ -65,10 +65,12 @@ def test_expert_file_holds_every_epoch_and_its_description(tmp_path):
     assert header["max_epoch"] == "2" and header["index"] == "3" and header["seed"] == "0"
     assert header["teacher_id"] == "toy-teacher" and header["source_fingerprint"] == "toy-24-8-0"
     assert '"channels": [4, 4]' in header["architecture_config"]
+    assert len(expert_meta_seconds := ExpertTrajectory.from_file(path).meta.epoch_seconds) == 2
+    assert all(t >= 0 for t in expert_meta_seconds)
     assert keys == {f"epoch-{e:03d}/{n}" for e in range(3) for n, _ in trainer.build(0).named_parameters()}
 
     expert = ExpertTrajectory.from_file(path)
-    snapshots, _, _ = trainer.train(3)
+    snapshots = trainer.train(3).snapshots
     for epoch in range(3):
         loaded = expert.snapshot(epoch)
         assert all(torch.equal(loaded[n], snapshots[epoch][n]) for n in loaded)
@@ -138,7 +140,7 @@ def test_expert_files_written_concurrently_by_two_processes_are_intact(tmp_path)
     for folder in (split_dir, shared_dir):
         assert sorted(p.name for p in folder.iterdir()) == [f"expert-{j:05d}.safetensors" for j in range(4)]
         for expert in load_trajectories(folder, num_experts=4, required_epoch=2):
-            snapshots, _, _ = trainer.train(expert.meta.index)
+            snapshots = trainer.train(expert.meta.index).snapshots
             for epoch in range(3):
                 loaded = expert.snapshot(epoch)
                 assert all(torch.equal(loaded[n], snapshots[epoch][n]) for n in loaded)

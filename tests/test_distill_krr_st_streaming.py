@@ -143,6 +143,6 @@ def test_streaming_settings_are_validated():
     with pytest.raises(ConfigError, match="whole splits"):
         parse_config(DistillRunConfig, ["--source.streaming", "true", "--source.split", "train[:10]"])
     with pytest.raises(ConfigError, match="cannot stream"):
-        parse_config(DistillRunConfig, ["--method", "mkdt", "--source.streaming", "true"])
+        parse_config(DistillRunConfig, ["--method", "kmeans", "--source.streaming", "true"])
     with pytest.raises(ConfigError, match="shuffle_buffer"):
         parse_config(DistillRunConfig, ["--source.shuffle_buffer", "0"])

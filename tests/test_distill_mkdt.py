@@ -156,8 +156,8 @@ def toy_experts(source, features, num_experts=3, max_epoch=3):
     trainer = toy_trainer(source, features, max_epoch=max_epoch)
     experts = []
     for j in range(num_experts):
-        snapshots, losses, model = trainer.train(j)
-        experts.append(ExpertTrajectory(trainer.meta(j, model, losses), snapshots=snapshots))
+        trained = trainer.train(j)
+        experts.append(ExpertTrajectory(trainer.meta(j, trained), snapshots=trained.snapshots))
     return experts
 
 
@@ -234,14 +234,15 @@ def test_kd_losses_and_top_k():
     scores = torch.tensor([0.5, 2.0, 2.0, -1.0, 3.0])
     assert top_k_indices(scores, 3).tolist() == [4, 1, 2]
 
-    class ConstantSource:
-        images = torch.zeros(5, 3, 4, 4)
+    class ConstantSource:  # white images that normalize to ones
+        device, mean, std = torch.device("cpu"), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
         def __len__(self):
             return 5
 
-        def normalized(self, idx):
-            return torch.ones(len(idx), 3, 4, 4)
+        def image_batches(self, start, stop, batch_size):
+            for first in range(start, stop, batch_size):
+                yield torch.full((min(batch_size, stop - first), 3, 4, 4), 255, dtype=torch.uint8)
 
     torch.manual_seed(0)
     student = FunctionalStudent(TinyConvNet(out_dim=2))

@@ -51,9 +51,9 @@ def test_auto_streams_for_a_method_that_can(shards, monkeypatch):
 
 
 def test_streaming_true_is_refused_for_a_method_that_cannot_stream():
-    refused = r"source.streaming=true: method 'mkdt' cannot stream its source"
+    refused = r"source.streaming=true: method 'kmeans' cannot stream its source"
     with pytest.raises(ConfigError, match=refused):
-        parse_config(DistillRunConfig, ["--method", "mkdt", "--source.streaming", "true"])
+        parse_config(DistillRunConfig, ["--method", "kmeans", "--source.streaming", "true"])
     assert parse_config(
         DistillRunConfig, ["--method", "krr_st", "--source.streaming", "true"]
     ).source.streaming

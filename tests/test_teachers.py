@@ -1,5 +1,4 @@
 import json
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -16,6 +15,10 @@ class _Source:
 
     def __len__(self):
         return len(self.images)
+
+    def image_batches(self, start, stop, batch_size):
+        for first in range(start, stop, batch_size):
+            yield self.images[first : min(first + batch_size, stop)]
 
 
 def _images(n=6, size=32, seed=0):
@@ -159,9 +162,8 @@ def test_encode_source_is_cached(tmp_path):
     assert path.is_file()
     # second call reads the cache: break the model to prove it is not run
     teacher.model = None
-    t0 = time.perf_counter()
     again = encode_source(teacher, source, cache_dir=tmp_path)
-    assert torch.equal(again, feats) and time.perf_counter() - t0 < 1.0
+    assert torch.equal(again, feats)
 
 
 def test_cache_key_depends_on_weights_and_source(tmp_path):

@@ -21,12 +21,15 @@ Like :mod:`hf_ssdd.data.streaming`, batches stay on the CPU; do not pass the rea
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import datasets
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from datasets import Image
 
@@ -115,6 +118,7 @@ class RealBatchReader:
         if self.image_size is None:
             self.image_size = native_size(next(iter(self.shards[0]))[self.image_column])
         self.epoch, self.batch = 0, 0
+        self._offsets: dict[str, int] | None = None
 
     # ---------------------------------------------------------------------------------------------- position
     def state_dict(self) -> dict[str, int]:
@@ -147,6 +151,51 @@ class RealBatchReader:
                 f"cannot read {name} ({self.where}) at row {row}: {err}; replace the file, e.g. with "
                 "`hf-ssdd download`"
             ) from err
+
+    def shard_offsets(self) -> dict[str, int]:
+        """Each shard's first row as a global index (row order of a non-streamed load: shard files in order),
+        keyed by shard name; from the parquet footers of local files, else by reading the shards once (no decode)."""
+        if self._offsets is None:
+            counts = [
+                pq.ParquetFile(name).metadata.num_rows
+                if Path(name).is_file()
+                else sum(1 for _ in self._shard_rows(index))
+                for index, name in enumerate(self.shard_names)
+            ]
+            starts = itertools.accumulate(counts[:-1], initial=0)
+            self._offsets = dict(zip(self.shard_names, starts, strict=True))
+        return self._offsets
+
+    def epoch_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, ImageBatch]]:
+        """One epoch of this process's rows, shuffled as the endless iteration shuffles them, each batch with the
+        global indices of its rows (:meth:`shard_offsets`); decoded in this process, the position is untouched."""
+        offsets = self.shard_offsets()
+        for rows in self._raw_batches(epoch):
+            indices = torch.tensor([offsets[r.shard] + r.row for r in rows], dtype=torch.int64)
+            yield indices, self.decode(rows)
+
+    def ordered_batches(self, start: int, stop: int, batch_size: int) -> Iterator[torch.Tensor]:
+        """uint8 images of rows ``start .. stop−1`` in order, ``batch_size`` per batch except possibly the last;
+        shards before ``start`` are skipped unread, rows before it within a shard read but not decoded."""
+        offsets = self.shard_offsets()
+        batch: list[_Row] = []
+        for index, name in enumerate(self.shard_names):
+            following = self.shard_names[index + 1] if index + 1 < len(self.shard_names) else None
+            if following is not None and offsets[following] <= start:
+                continue
+            if offsets[name] >= stop:
+                break
+            for row in self._shard_rows(index):
+                position = offsets[name] + row.row
+                if position >= stop:
+                    break
+                if position >= start:
+                    batch.append(row)
+                if len(batch) == batch_size:
+                    yield self.decode(batch).images
+                    batch = []
+        if batch:
+            yield self.decode(batch).images
 
     def rows_at(self, indices: torch.Tensor) -> ImageBatch:
         """The rows at global ``indices`` of the split (row order of the shard files, as a non-streamed load

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,12 @@ class ImageSource:
     def take(self, indices: torch.Tensor) -> torch.Tensor:
         """uint8 images of the rows at ``indices``, on the source's device (as :meth:`StreamedSource.take`)."""
         return self.images[indices.to(self.device)]
+
+    def image_batches(self, start: int, stop: int, batch_size: int) -> Iterator[torch.Tensor]:
+        """uint8 images of rows ``start .. stop−1`` in order, ``batch_size`` per batch except possibly the last
+        (views, as :meth:`StreamedSource.image_batches` reads them from a stream)."""
+        for first in range(start, stop, batch_size):
+            yield self.images[first : min(first + batch_size, stop)]
 
     def subset(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> ImageSource:
         """The rows at ``indices`` (integer indices or a boolean mask), with a deterministic new fingerprint."""

@@ -14,6 +14,7 @@ computes them over every row).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ class StreamedSource:
     def __len__(self) -> int:
         return self.num_rows
 
-    def reader(self, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> RealBatchReader:
+    def reader(
+        self, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, drop_last: bool = True
+    ) -> RealBatchReader:
         """Shuffled uint8 batches of ``batch_size`` from this process's shards, forever (see RealBatchReader)."""
         return RealBatchReader(
             self.name,
@@ -83,10 +86,15 @@ class StreamedSource:
             seed=seed,
             shuffle_buffer=self.shuffle_buffer,
             num_workers=self.num_workers,
+            drop_last=drop_last,
             image_column=self.image_column,
             label_column=self.label_column,
             revision=self.revision,
         )
+
+    def image_batches(self, start: int, stop: int, batch_size: int) -> Iterator[torch.Tensor]:
+        """uint8 images (CPU) of rows ``start .. stop−1`` in row order, ``batch_size`` per batch except the last."""
+        return self.reader(1).ordered_batches(start, stop, batch_size)
 
     def take(self, indices: torch.Tensor) -> torch.Tensor:
         """uint8 images of the rows at ``indices`` (one pass over the shards, decoding only those rows); the last

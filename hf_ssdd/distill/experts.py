@@ -10,28 +10,28 @@ for e = 0 … max_epoch and a string header that describes the expert (architect
 dimension, image size, epochs, seed, teacher id and revision, source fingerprint, optimizer, per-epoch losses).
 Names are deterministic and every file is written to a unique temporary name and renamed into place, so any number
 of processes can write into one folder at once (reference defect B7). Each expert's initialization and minibatch
-order come from generators derived from (seed, expert index, epoch), never from the wall clock (B8).
+order come from generators derived from (seed, expert index, epoch), never from the wall clock (B8). A streamed
+source (:class:`~hf_ssdd.data.StreamedSource`) is read epoch by epoch through its shards and shuffle buffer (seeded
+from (seed, expert index), the shard order reshuffled each epoch), each row's features looked up by its index.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
+from hf_ssdd.data import ImageSource, StreamedSource, normalize
 from hf_ssdd.io import atomic_save_safetensors
 from hf_ssdd.utils import derived_generator, derived_seed, progress
-
-if TYPE_CHECKING:
-    from hf_ssdd.data import ImageSource
-
 
 FORMAT = "hf_ssdd.mkdt_expert/1"
 FILE_GLOB = "expert-*.safetensors"
@@ -92,6 +92,7 @@ class ExpertMeta:
     num_examples: int = 0
     optimizer: dict[str, float] = field(default_factory=dict)
     epoch_losses: tuple[float, ...] = ()
+    epoch_seconds: tuple[float, ...] = ()
 
     def to_header(self) -> dict[str, str]:
         """The safetensors header: every field as a string (JSON for the structured ones)."""
@@ -119,6 +120,9 @@ class ExpertMeta:
                 num_examples=int(header["num_examples"]),
                 optimizer=json.loads(header["optimizer"]),
                 epoch_losses=tuple(json.loads(header["epoch_losses"])),
+                epoch_seconds=tuple(
+                    json.loads(header.get("epoch_seconds", "[]"))
+                ),  # absent before 2026-12-02
             )
         except (KeyError, ValueError) as e:
             raise ExpertError(
@@ -199,13 +203,23 @@ def build_student(
     return model
 
 
+class TrainedExpert(NamedTuple):
+    """What :meth:`ExpertTrainer.train` returns: snapshots of epochs 0..max_epoch (CPU), each epoch's mean loss and
+    wall seconds, and the trained model."""
+
+    snapshots: list[dict[str, torch.Tensor]]
+    epoch_losses: list[float]
+    epoch_seconds: list[float]
+    model: nn.Module
+
+
 @dataclass
 class ExpertTrainer:
     """Trains KD experts on (source images, teacher features) and writes their trajectory files.
 
     Args:
         architecture: registered backbone name (``convnet`` for 32 px, ``convnet_d4`` for 64 px).
-        source: an :class:`~hf_ssdd.data.ImageSource` (``normalized(indices)`` gives the student input).
+        source: the real images, in memory or streamed.
         features: N×D teacher features of ``source`` (row i ↔ image i).
         config: optimizer and count settings.
         max_epoch: last epoch to train and save.
@@ -216,7 +230,7 @@ class ExpertTrainer:
     """
 
     architecture: str
-    source: ImageSource
+    source: ImageSource | StreamedSource
     features: torch.Tensor
     config: ExpertConfig
     max_epoch: int
@@ -241,40 +255,55 @@ class ExpertTrainer:
             model = build_student(
                 self.architecture, self.features.shape[1], self.source.image_size, self.model_overrides
             )
-        return model.to(self.source.images.device)
+        return model.to(self.source.device)
 
-    def train(self, index: int) -> tuple[list[dict[str, torch.Tensor]], list[float], nn.Module]:
-        """Train expert ``index``; returns its snapshots (epochs 0..max_epoch, CPU), mean epoch losses and model."""
-        cfg, device = self.config, self.source.images.device
+    def train(self, index: int) -> TrainedExpert:
+        """Train expert ``index``: its snapshots (epochs 0..max_epoch, CPU), mean loss and seconds of each epoch."""
+        cfg, device = self.config, self.source.device
         model = self.build(index).train()
         targets = self.features.to(device, torch.float32)
         opt = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        snapshots, losses = [_snapshot(model)], []
+        snapshots, losses, seconds = [_snapshot(model)], [], []
         for epoch in range(1, self.max_epoch + 1):
-            order = torch.randperm(
-                len(self.source), generator=derived_generator(self.seed, "expert-order", index, epoch)
-            )
+            start = time.perf_counter()
             total = torch.zeros((), device=device)
-            for b in order.to(device).split(cfg.batch_size):
-                loss = F.mse_loss(model(self.source.normalized(b)).logits, targets[b])
+            for b, x in self.epoch_batches(index, epoch):
+                loss = F.mse_loss(model(x).logits, targets[b])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total += loss.detach() * len(b)
             losses.append(float(total) / len(self.source))
             snapshots.append(_snapshot(model))
+            seconds.append(time.perf_counter() - start)
             if not all(torch.isfinite(v).all() for v in snapshots[-1].values()):
                 raise ExpertError(
                     f"expert {index} diverged in epoch {epoch} (mean loss {losses[-1]:.4g}, non-finite "
                     f"parameters); the teacher features have RMS {float(targets.pow(2).mean().sqrt()):.4g}: "
                     f"lower experts.lr (now {cfg.lr}) or use a better-conditioned teacher"
                 )
-        return snapshots, losses, model
+        return TrainedExpert(snapshots, losses, seconds, model)
 
-    def meta(self, index: int, model: nn.Module, losses: list[float]) -> ExpertMeta:
+    def epoch_batches(self, index: int, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(row indices, normalized images) on the device for one epoch of expert ``index``: in memory, a
+        permutation seeded by (seed, index, epoch); streamed, the reader's shard order and shuffle buffer."""
+        src, device, size = self.source, self.source.device, self.config.batch_size
+        if isinstance(src, ImageSource):
+            order = torch.randperm(
+                len(src), generator=derived_generator(self.seed, "expert-order", index, epoch)
+            )
+            for b in order.to(device).split(size):
+                yield b, src.normalized(b)
+            return
+        reader = src.reader(size, seed=derived_seed(self.seed, "expert-order", index), drop_last=False)
+        for b, batch in reader.epoch_batches(epoch):
+            yield b.to(device), normalize(batch.images.to(device), src.mean, src.std)
+
+    def meta(self, index: int, trained: TrainedExpert) -> ExpertMeta:
         """The description stored in expert ``index``'s file."""
+        model = trained.model
         config = getattr(model, "config", None)
         return ExpertMeta(
             architecture=self.architecture,
@@ -297,15 +326,18 @@ class ExpertTrainer:
                 "weight_decay": self.config.weight_decay,
                 "batch_size": self.config.batch_size,
             },
-            epoch_losses=tuple(losses),
+            epoch_losses=tuple(trained.epoch_losses),
+            epoch_seconds=tuple(round(t, 3) for t in trained.epoch_seconds),
         )
 
     def write(self, folder: str | Path, index: int) -> Path:
         """Train expert ``index`` and write its file atomically; returns the path."""
-        snapshots, losses, model = self.train(index)
-        tensors = {f"epoch-{e:03d}/{n}": t for e, snap in enumerate(snapshots) for n, t in snap.items()}
+        trained = self.train(index)
+        tensors = {
+            f"epoch-{e:03d}/{n}": t for e, snap in enumerate(trained.snapshots) for n, t in snap.items()
+        }
         path = expert_path(folder, index)
-        atomic_save_safetensors(path, tensors, metadata=self.meta(index, model, losses).to_header())
+        atomic_save_safetensors(path, tensors, metadata=self.meta(index, trained).to_header())
         return path
 
     def write_missing(

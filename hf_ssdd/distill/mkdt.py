@@ -8,7 +8,9 @@ Pipeline: teacher features of the source (:func:`~hf_ssdd.teachers.encode_source
 to those features (:mod:`hf_ssdd.distill.experts`) → initial synthetic set = the real images the experts find
 hardest (high KD loss, §1.4) or a random subset → trajectory matching (MTT, Cazenavette et al., CVPR 2022) that
 learns the images, their target representations and the inner learning rate (§1.5-1.6). Stages 1-2 run in
-:meth:`MKDTDistiller.prepare` (called by the run driver); the distiller itself never touches files.
+:meth:`MKDTDistiller.prepare` (called by the run driver); the distiller itself never touches files. The source may
+be streamed (``source.streaming``): features, experts and KD scores then read it shard by shard, the features
+memory-mapped, and only the initial images are fetched by index.
 
 Fixed reference defects: every expert is used (per-pass shuffled cycle instead of one expert forever, B1); all
 randomness is derived from (seed, step), never the wall clock (B8); the learned learning rate cannot turn
@@ -31,7 +33,7 @@ from torch import nn
 
 from hf_ssdd.artifacts.distilled_set import DistilledSet, recommended_pretraining
 from hf_ssdd.config import config_to_dict
-from hf_ssdd.data import ImageSource
+from hf_ssdd.data import ImageSource, StreamedSource, normalize
 from hf_ssdd.distill.base import Distiller, RunContext, register_distiller
 from hf_ssdd.distill.experts import (
     ExpertConfig,
@@ -155,16 +157,17 @@ class MKDTConfig:
 def kd_losses(
     student: FunctionalStudent,
     theta: torch.Tensor,
-    source: ImageSource,
+    source: ImageSource | StreamedSource,
     features: torch.Tensor,
     batch_size: int = 1024,
 ) -> torch.Tensor:
     """Per-example KD loss mean_D((f(x_i; θ) − y_i)²) of every source image (float32 vector on the device)."""
-    device = source.images.device
-    losses = []
-    for idx in torch.arange(len(source), device=device).split(batch_size):
-        pred = student(theta, source.normalized(idx))
-        losses.append((pred - features[idx.cpu()].to(device)).pow(2).mean(dim=1))
+    device, losses, first = source.device, [], 0
+    for images in source.image_batches(0, len(source), batch_size):
+        pred = student(theta, normalize(images.to(device), source.mean, source.std))
+        target = features[first : first + len(images)].to(device)
+        losses.append((pred - target).pow(2).mean(dim=1))
+        first += len(images)
     return torch.cat(losses)
 
 
@@ -179,6 +182,7 @@ def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     display_name="MKDT (Joshi et al., ICLR 2025)",
     pretraining_recipe="mkdt",
     resumable_keys=("iterations",),
+    streams_source=True,
 )
 class MKDTDistiller(Distiller):
     """MKDT (Joshi et al., ICLR 2025). See the module docstring.
@@ -193,12 +197,10 @@ class MKDTDistiller(Distiller):
         experts: the expert trajectories (:meth:`prepare` trains or loads them).
     """
 
-    source: ImageSource  # in memory: the method does not stream (see Distiller)
-
     def __init__(
         self,
         config: MKDTConfig,
-        source: ImageSource,
+        source: ImageSource | StreamedSource,
         teacher: Teacher,
         accelerator: Accelerator | None = None,
         seed: int = 0,
@@ -256,10 +258,6 @@ class MKDTDistiller(Distiller):
         from hf_ssdd.teachers import encode_source
 
         cfg, source, teacher, accelerator = config, context.source, context.teacher, context.accelerator
-        if not isinstance(source, ImageSource):  # the driver streams only for methods registered to stream
-            raise TypeError(
-                f"{cls.name} reads its source from memory; it was given a {type(source).__name__}"
-            )
         features = encode_source(teacher, source, accelerator=accelerator)
         folder = Path(cfg.experts.directory or Path(context.output_dir) / "experts")
         trainer = ExpertTrainer(
@@ -330,7 +328,7 @@ class MKDTDistiller(Distiller):
     def init(self) -> None:
         """Initial images (normalized), their teacher features as targets, and the inner lr ``lr_init``."""
         idx = self.init_subset()
-        images = self.source.normalized(idx.to(self.device))
+        images = normalize(self.source.take(idx), self.source.mean, self.source.std)
         self._build_parameters(images, self.features[idx], torch.tensor(self.config.lr_init), idx)
         self.step_count = 0
 
@@ -484,6 +482,7 @@ class MKDTDistiller(Distiller):
     display_name="high-KD-loss real subset (MKDT initialization)",
     pretraining_recipe="mkdt",
     config_defaults={"iterations": 0},
+    streams_source=True,
 )
 class HighLossSubset(MKDTDistiller):
     """MKDT's high-loss subset baseline (``docs/reference/mkdt.md`` §2): the real images the experts find hardest

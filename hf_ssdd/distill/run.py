@@ -61,9 +61,9 @@ class SourceConfig:
         convention: whose catalog normalization constants to use, ``krr_st`` or ``mkdt``.
         streaming: read the real images as a stream of this process's parquet shards instead of decoding the whole
             split into memory: ``true``, ``false``, or ``auto`` (stream when the decoded uint8 split, N·3·S² bytes,
-            exceeds ``memory_budget_gb``). Only methods that declare it can stream (KRR-ST): ``true`` with another
-            method is refused, ``auto`` then loads into memory and says so. A streamed source is a whole split (no
-            split expression, no ``max_examples``).
+            exceeds ``memory_budget_gb``). Only methods that declare it can stream (KRR-ST, MKDT, high-loss):
+            ``true`` with another method is refused, ``auto`` then loads into memory and says so. A streamed source
+            is a whole split (no split expression, no ``max_examples``).
         memory_budget_gb: the memory, in GB, that ``streaming: auto`` lets the decoded split take; ``None``: half
             of the memory available when the run starts.
         shuffle_buffer: streamed sources: undecoded rows each process holds to shuffle its shards' rows.

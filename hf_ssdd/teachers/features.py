@@ -7,9 +7,9 @@ into a temporary file and renamed into place when complete (:func:`hf_ssdd.io.at
 a half-written file; it is read memory-mapped, so N×D features cost page cache, not process memory, and every
 process on a machine shares the same pages (``docs/architecture.md``, "Conventions": nothing big is copied).
 
-A source is either in memory (an :class:`~hf_ssdd.data.ImageSource`: ``images`` N×3×H×W uint8) or streamed (any
-object with ``name``, ``fingerprint``, ``__len__`` and ``image_batches(start, stop, batch_size)``, see
-:class:`StreamedImages`), so the features of a source larger than memory are never held whole either.
+A source is read in row order through ``image_batches(start, stop, batch_size)`` (:class:`StreamedImages`): an
+in-memory :class:`~hf_ssdd.data.ImageSource` slices its tensor, a :class:`~hf_ssdd.data.StreamedSource` decodes
+its parquet shards batch by batch, so the features of a source larger than memory are never held whole either.
 """
 
 from __future__ import annotations
@@ -75,17 +75,6 @@ def read_feature_cache(path: Path, num_rows: int) -> torch.Tensor | None:
     return torch.from_numpy(array)
 
 
-class _InMemory:
-    """:class:`StreamedImages` over an in-memory source's ``images``."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def image_batches(self, start: int, stop: int, batch_size: int) -> Iterator[torch.Tensor]:
-        for first in range(start, stop, batch_size):
-            yield self.images[first : min(first + batch_size, stop)]
-
-
 def _rank_batches(reader: Any, n: int, start: int, stop: int, batch_size: int) -> Iterator[torch.Tensor]:
     """Batches of rows ``start .. stop-1``, rows ≥ ``n`` being copies of the last real row.
 
@@ -130,7 +119,7 @@ def _write_gathered(
 
 def encode_source(
     teacher: Teacher,
-    source: Any,
+    source: StreamedImages,
     batch_size: int = 512,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
@@ -159,7 +148,6 @@ def encode_source(
     rank, world = (
         (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     )
-    reader = source if isinstance(source, StreamedImages) else _InMemory(source.images)
     keep = rank == 0 or not use_cache  # without a cache file every process keeps the features itself
     per_rank = -(-n // world)
     bar = progress(
@@ -173,7 +161,7 @@ def encode_source(
     with target as tmp:
         sink: np.ndarray | None = None
         offset = 0  # of this batch within each rank's shard
-        for batch in _rank_batches(reader, n, rank * per_rank, (rank + 1) * per_rank, batch_size):
+        for batch in _rank_batches(source, n, rank * per_rank, (rank + 1) * per_rank, batch_size):
             features = teacher.encode(batch).float()
             if world > 1:
                 features = accelerator.gather(features.to(accelerator.device))
