@@ -21,3 +21,16 @@ def test_streaming_benchmark_smoke_run(cifar10_shards, teacher_dir, tmp_path, mo
     capsys.readouterr()
     bench.main(args)  # a rerun finds every configuration measured and runs nothing
     assert "round 1" not in capsys.readouterr().out
+
+
+def test_streaming_benchmark_smoke_run_mkdt(cifar10_shards, teacher_dir, tmp_path, monkeypatch):
+    bench = load_benchmark("bench_streaming")
+    monkeypatch.setattr(bench, "TEACHER", str(teacher_dir))
+    out = tmp_path / "bench"
+    bench.main(["--method", "mkdt", "--dataset", str(cifar10_shards), "--steps", "3", "--warmup", "1",
+                "--num_images", "8", "--expert_channels", "4", "--stream_workers", "0", "--output_dir", str(out)])  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    for (run,) in results.values():
+        assert run["expert_images_per_s"] > 0 and run["steps_per_s"] > 0
+    table = (out / "results.md").read_text()
+    assert "matching iterations/s" in table and "expert images/s" in table and "MKDT 8 images" in table
