@@ -1,5 +1,6 @@
 """KRR-ST on a streamed source (``source.streaming``): same rows as in memory, reproducible, exact resume after a kill."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from conftest import kill_at_first_checkpoint
 from process_launcher import launch
 from test_distill_krr_st import toy_config, toy_teacher
 
-from hf_ssdd.checkpoint import load_checkpoint_state, save_checkpoint
+from hf_ssdd.checkpoint import latest_checkpoint, load_checkpoint_state, save_checkpoint
 from hf_ssdd.config import ConfigError, parse_config
 from hf_ssdd.data import StreamedSource, load_image_source, open_streamed_source
 from hf_ssdd.distill import DistilledSet, create_distiller
@@ -135,6 +136,39 @@ def test_streamed_run_resumes_exactly_after_sigkill(shards, teacher_dir, tmp_pat
     in_memory = [a if a != "true" else "false" for a in args]
     with pytest.raises(Exception, match="fingerprint"):
         run_distillation(parse_config(DistillRunConfig, in_memory))
+
+
+def test_a_shard_that_goes_bad_mid_run_is_named_and_the_last_checkpoint_survives(
+    shards, teacher_dir, tmp_path, monkeypatch
+):
+    folder = tmp_path / "data"
+    shutil.copytree(shards, folder)
+    # normalization statistics from shard 0 alone, so that only the stream reaches the damage below (in epoch 1)
+    monkeypatch.setattr("hf_ssdd.data.streamed_source.STATS_ROWS", 64)
+
+    def ten_steps_then_forty(out):
+        first = [a if a != "40" else "10" for a in _args(folder, teacher_dir, out)]  # outer_steps 10
+        run_distillation(parse_config(DistillRunConfig, first))
+        return [*_args(folder, teacher_dir, out), "--resume"]  # then continued to 40
+
+    unbroken = run_distillation(parse_config(DistillRunConfig, ten_steps_then_forty(tmp_path / "unbroken")))
+    out = tmp_path / "run"
+    args = ten_steps_then_forty(out)
+    # shard 3 goes bad: its footer intact, its data pages not; the same size, so the same run resumes
+    bad = folder / "train-00003-of-00004.parquet"
+    good = bad.read_bytes()
+    bad.write_bytes(good[:300] + bytes(2000) + good[2300:])
+    with pytest.raises(ValueError, match=r"cannot read .*train-00003-of-00004\.parquet .* at row \d+"):
+        run_distillation(parse_config(DistillRunConfig, args))
+    last = latest_checkpoint(out)
+    assert last is not None and 10 <= load_checkpoint_state(last)["distiller"]["step"] < 40
+    # the set of the finished 10-step run is still there, not overwritten
+    assert DistilledSet.load(out / "distilled").meta["steps"] == 10
+
+    # repaired: the run resumes from that checkpoint and ends where the unbroken one does
+    bad.write_bytes(good)
+    resumed = run_distillation(parse_config(DistillRunConfig, args))
+    assert torch.equal(unbroken.images, resumed.images) and torch.equal(unbroken.targets, resumed.targets)
 
 
 def test_streaming_settings_are_validated():
