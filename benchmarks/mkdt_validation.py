@@ -41,10 +41,9 @@ from typing import Any
 import torch
 from quality_cifar10 import PRESETS, slug
 
-from hf_ssdd.artifacts.distilled_set import DistilledSet
 from hf_ssdd.config import config_from_dict
 from hf_ssdd.data import load_image_source
-from hf_ssdd.distill.run import DistillRunConfig, run_distillation
+from hf_ssdd.distill.run import DistillRunConfig, relabel_with_teacher, run_distillation
 from hf_ssdd.io import atomic_write_text
 from hf_ssdd.pretrain import pretrain, resolve_settings
 from hf_ssdd.teachers import Teacher
@@ -92,7 +91,8 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # sixth round, after set_drift.py found KRR-ST's learned targets drifting from the teacher (R² 0.84 against the
 # teacher's features of the distilled images): the distilled images of a candidate with the teacher's features of
-# those images as targets, to tell what the images gained from what the targets lost
+# those images as targets, to tell what the images gained from what the targets lost (the candidate's own run,
+# relabelled as ``targets: teacher`` relabels at the end of a run: hf_ssdd.distill.run.relabel_with_teacher)
 RELABELLED: dict[str, str] = {
     "KRR-ST · cpu preset, teacher targets": "KRR-ST · cpu preset",
     "KRR-ST · pool age limit 200, teacher targets": "KRR-ST · pool age limit 200",
@@ -117,14 +117,6 @@ def distill(name: str, budget: int, out: Path) -> Any:
         },
     )
     return run_distillation(cfg)
-
-
-def relabel(dset: DistilledSet, teacher: Teacher) -> DistilledSet:
-    """The same images with the teacher's features of them as targets (images mapped back to [0, 1] pixels)."""
-    mean, std = (torch.tensor(dset.meta[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
-    with torch.no_grad():
-        targets = torch.cat([teacher.encode(chunk * std + mean) for chunk in dset.images.split(500)])
-    return DistilledSet(dset.images, targets, {**dset.meta, "relabelled_by": TEACHER})
 
 
 def matching_loss(run_dir: Path, window: int = 20) -> dict[str, list[float]] | None:
@@ -209,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ["random subset", *[c for c in args.candidates if c != "random subset"]]:
         start = time.perf_counter()
         dset = (
-            relabel(distill(RELABELLED[name], args.budget, out), teacher)
+            relabel_with_teacher(distill(RELABELLED[name], args.budget, out), teacher)
             if name in RELABELLED
             else distill(name, args.budget, out)
         )

@@ -86,3 +86,45 @@ def test_tensorboard_logs_land_in_the_run_folder(tmp_path, teacher_dir):
             losses += acc.Scalars("loss")
     assert [event.step for event in losses] == [2, 4]
     assert all(math.isfinite(event.value) and event.value > 0 for event in losses)
+
+
+def test_teacher_targets_are_the_teachers_features_of_the_final_images(tmp_path, teacher_dir):
+    data_path("cifar10")
+    from hf_ssdd.teachers import Teacher
+
+    teacher = Teacher.from_pretrained(str(teacher_dir))
+    learned = run_distillation(parse_config(DistillRunConfig, _args(teacher_dir, tmp_path / "a", steps=10)))
+    args = [*_args(teacher_dir, tmp_path / "b", steps=10), "--targets", "teacher"]
+    relabelled = run_distillation(parse_config(DistillRunConfig, args))
+    assert torch.equal(relabelled.images, learned.images)  # the same run; only the saved targets differ
+    # float64 by hand: images back to [0, 1] pixels, the teacher's own resize-free normalization, its features
+    mean, std = (
+        torch.tensor(relabelled.meta[k], dtype=torch.float64).view(1, 3, 1, 1) for k in ("mean", "std")
+    )
+    pixels = relabelled.images.double() * std + mean
+    p = teacher.preprocessing
+    x = (pixels - torch.tensor(p.mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        p.std, dtype=torch.float64
+    ).view(1, 3, 1, 1)
+    expected = teacher.model.double().forward_features(x).float()
+    torch.testing.assert_close(relabelled.targets, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(learned.targets, relabelled.targets, atol=1e-3)  # KRR-ST moved its targets
+    assert DistilledSet.load(tmp_path / "b" / "distilled").meta["targets"] == "teacher"
+    # a random subset's targets already are the teacher's features of its (real) images
+    subset = [*_args(teacher_dir, tmp_path / "r"), "--method", "random", "--random.num_images", "8"]
+    own = run_distillation(parse_config(DistillRunConfig, subset))
+    again = run_distillation(
+        parse_config(
+            DistillRunConfig,
+            [
+                *_args(teacher_dir, tmp_path / "r2"),
+                "--method",
+                "random",
+                "--random.num_images",
+                "8",
+                "--targets",
+                "teacher",
+            ],
+        )  # fmt: skip
+    )
+    torch.testing.assert_close(again.targets, own.targets, rtol=1e-4, atol=1e-5)
