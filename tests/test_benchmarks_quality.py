@@ -42,6 +42,7 @@ def test_quality_benchmark_smoke_run_resumes_part_by_part(tmp_path, monkeypatch,
         fractions=[0.1],
         pretrain={"recipe": "krr_st", "epochs": 2},
         full_source={"epochs": 1},
+        teacher_targets=["krr_st"],
         fidelity=True,
         targets=["cifar10"],
         max_examples=200,
@@ -59,6 +60,8 @@ def test_quality_benchmark_smoke_run_resumes_part_by_part(tmp_path, monkeypatch,
             "random-subset-10",
             "krr-st-6",
             "krr-st-10",
+            "krr-st-teacher-targets-6",
+            "krr-st-teacher-targets-10",
             "full-source-teacher-targets",
         ]
     )
@@ -71,6 +74,7 @@ def test_quality_benchmark_smoke_run_resumes_part_by_part(tmp_path, monkeypatch,
     text = results_md.read_text()
     assert "Margin over the random subset · 6" in text and "Margin over the random subset · 10" in text
     assert "cifar10 · teacher fidelity (R²)" in text and "Full source (teacher targets)" in text
+    assert "| KRR-ST (teacher targets) · 10 |" in text
     # one budget per call: its rows only (the parts exist: nothing is evaluated again), under their full names
     capsys.readouterr()
     bench.main([*argv, "--budgets", "6"])
