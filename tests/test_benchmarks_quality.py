@@ -120,6 +120,7 @@ def test_mkdt_validation_smoke_run_never_reads_the_test_split(tmp_path, monkeypa
             "MKDT tiny, 0 iterations": ("mkdt", {**mkdt, "iterations": 0}),
         },
     )
+    monkeypatch.setattr(bench, "RELABELLED", {"MKDT tiny, teacher targets": "MKDT tiny"})
     loaded = []  # every split any stage loads: the benchmark's held-out images and the distillation sources
 
     def recording(load):
@@ -131,7 +132,12 @@ def test_mkdt_validation_smoke_run_never_reads_the_test_split(tmp_path, monkeypa
     bench.main(argv)
     table = capsys.readouterr().out
     record = json.loads((tmp_path / "run" / "validation-10.json").read_text())
-    assert set(record) == {"random subset", "MKDT tiny", "MKDT tiny, 0 iterations"}
+    assert set(record) == {
+        "random subset",
+        "MKDT tiny",
+        "MKDT tiny, 0 iterations",
+        "MKDT tiny, teacher targets",
+    }
     assert set(loaded) == {"train[300:500]", "train[:300]"} and all(
         len(e["seeds"]) == 2 for e in record.values()
     )
