@@ -36,7 +36,13 @@ from hf_ssdd.config import (
     require_at_least,
     section_config,
 )
-from hf_ssdd.data import ImageSource, StreamedSource, load_image_source, open_streamed_source
+from hf_ssdd.data import (
+    ImageSource,
+    StreamedSource,
+    denormalize,
+    load_image_source,
+    open_streamed_source,
+)
 from hf_ssdd.data.footprint import default_memory_budget_gb, source_bytes
 from hf_ssdd.data.streamed_source import is_split_name
 from hf_ssdd.distill.base import RunContext, create_distiller, method_spec, method_specs
@@ -130,8 +136,8 @@ class DistillRunConfig:
         log_with: also log to an experiment tracker (logs under ``<output_dir>/logs``); ``None``: no tracker.
         targets: the targets of the saved set: ``learned``, the method's own (KRR-ST and MKDT learn them, the subset
             baselines take the teacher's features of their images), or ``teacher``, the teacher's features of the
-            final images (:func:`relabel_with_teacher`; not in the papers: at CPU scale KRR-ST's learned targets
-            drift from the teacher while its images improve, ``benchmarks/RESULTS.md``).
+            final images (:func:`relabel_with_teacher`; not in the papers; its effect at CPU scale is measured in
+            ``benchmarks/RESULTS.md``).
         sections: the methods' settings by method name (see above).
     """
 
@@ -220,9 +226,13 @@ def _save_figures(out: Path, distiller: Any, history: list[dict[str, float]]) ->
 def relabel_with_teacher(dset: DistilledSet, teacher: Teacher, batch_size: int = 512) -> DistilledSet:
     """The same images with the teacher's features of them as targets: y_i = teacher(x_i · std + mean), the images
     mapped back to [0, 1] pixels (values outside kept) and preprocessed by the teacher as real images are."""
-    mean, std = (torch.tensor(dset.meta[key]).view(1, 3, 1, 1) for key in ("mean", "std"))
     with torch.no_grad():
-        targets = torch.cat([teacher.encode(x * std + mean).cpu() for x in dset.images.split(batch_size)])
+        targets = torch.cat(
+            [
+                teacher.encode(denormalize(x, dset.mean, dset.std, clamp=False)).cpu()
+                for x in dset.images.split(batch_size)
+            ]
+        )
     return DistilledSet(dset.images, targets, {**dset.meta, "targets": "teacher"}, dset.labels)
 
 
