@@ -15,7 +15,9 @@
 Every stage writes under ``output_dir`` and records a stamp of its settings (``stages.json``): a stage that
 finished with the same settings (and inputs) is skipped, an interrupted one resumes, and a changed setting re-runs
 exactly the stages it affects. ``output_dir/krr_st`` ends up as a complete run (``distilled/``,
-``encoder/``, ``transfer/``) that ``hf-ssdd push`` can publish.
+``encoder/``, ``transfer/``) that ``hf-ssdd push`` can publish. The folder is kept by :class:`hf_ssdd.runs.RunRecorder`
+like every command's: one quickstart at a time (lock), ``config.yaml``, and one line per stage in ``metrics.jsonl``
+(its wall time, and whether it was skipped); ``--fresh`` moves the old content aside until the teacher has loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from hf_ssdd.distill import ExpertConfig, KRRSTConfig, MKDTConfig, SubsetConfig
 from hf_ssdd.distill.run import DistillRunConfig, SourceConfig, run_distillation
 from hf_ssdd.io import atomic_write_json
 from hf_ssdd.pretrain import pretrain, resolve_settings, save_encoder
+from hf_ssdd.runs import RunRecorder
 from hf_ssdd.ssl.train import TeacherTrainConfig, train_teacher
 from hf_ssdd.teachers import Teacher
 from hf_ssdd.transfer import TransferResults, TransferSettings, evaluate_transfer
@@ -60,7 +65,7 @@ class QuickstartConfig:
         pretrain_epochs: epochs of pre-training each set before the evaluation.
         label_fractions: shares of the CIFAR-10 train labels of the linear probe.
         seeds: one pre-training and evaluation per seed (mean ± std over them).
-        fresh: delete ``output_dir`` first.
+        fresh: start over (the old content of ``output_dir`` is deleted once the teacher has loaded).
     """
 
     output_dir: str = "runs/quickstart"
@@ -221,32 +226,43 @@ class StageLog:
         atomic_write_json(self.path, self.entries)
 
 
-def _stage(title: str) -> float:
+@contextmanager
+def _stage(run: RunRecorder, name: str, title: str, timings: dict[str, float]) -> Iterator[None]:
+    """Announce a stage, time it, and log its wall time to ``metrics.jsonl``."""
     print(f"\n=== {title} ===", flush=True)
-    return time.perf_counter()
+    t = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - t
+    run.log({"stage": name, "seconds": round(timings[name], 3)})
 
 
 def run_quickstart(cfg: QuickstartConfig) -> Path:
     """Run every stage (skipping those finished with the same settings); returns the transfer results folder."""
-    out = Path(cfg.output_dir)
-    if cfg.fresh and out.exists():
-        shutil.rmtree(out)
-    log = StageLog(out)
+    with RunRecorder(cfg.output_dir, resume=not cfg.fresh, overwrite=cfg.fresh) as run:
+        return _quickstart(cfg, run)
+
+
+def _quickstart(cfg: QuickstartConfig, run: RunRecorder) -> Path:
+    out = run.folder
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
-    t = _stage("1/5 Barlow Twins teacher")
-    teacher = cfg.teacher
-    if cfg.train_teacher:
-        trained = Path(teacher_config(cfg).output_dir) / "teacher"
-        stamp, done = log.begin("teacher", teacher_config(cfg), [trained.parent])
-        if not done:
-            train_teacher(teacher_config(cfg))
-            log.finish("teacher", stamp)
-        teacher = str(trained)
-    teacher_stamp = Teacher.from_pretrained(teacher).revision
-    print(f"teacher: {teacher} ({teacher_stamp})", flush=True)
-    timings["teacher"] = time.perf_counter() - t
+    with _stage(run, "teacher", "1/5 Barlow Twins teacher", timings):
+        with run.loading_inputs():  # --fresh: the old run comes back if the teacher cannot be had
+            teacher = cfg.teacher
+            if not cfg.train_teacher:
+                teacher_stamp = Teacher.from_pretrained(teacher).revision
+        run.save_config(cfg)
+        log = StageLog(out)
+        if cfg.train_teacher:
+            trained = Path(teacher_config(cfg).output_dir) / "teacher"
+            stamp, done = log.begin("teacher", teacher_config(cfg), [trained.parent])
+            if not done:
+                train_teacher(teacher_config(cfg))
+                log.finish("teacher", stamp)
+            teacher = str(trained)
+            teacher_stamp = Teacher.from_pretrained(teacher).revision
+        print(f"teacher: {teacher} ({teacher_stamp})", flush=True)
 
     sets: dict[str, DistilledSet] = {}
     stamps: dict[str, str] = {}
@@ -256,16 +272,37 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
         ("mkdt", "4/5 MKDT distillation", mkdt_config),
     ]
     for name, title, build in stages:
-        t = _stage(title)
-        run_cfg = build(cfg, teacher)
-        stamp, done = log.begin(name, run_cfg, [out / name], (teacher_stamp,))
-        sets[name] = run_distillation(run_cfg)  # a finished run loads its set; an interrupted one resumes
-        if not done:
-            log.finish(name, stamp)
-        stamps[name] = stamp
-        timings[name] = time.perf_counter() - t
+        with _stage(run, name, title, timings):
+            run_cfg = build(cfg, teacher)
+            stamp, done = log.begin(name, run_cfg, [out / name], (teacher_stamp,))
+            sets[name] = run_distillation(run_cfg)  # a finished run loads its set; an interrupted one resumes
+            if not done:
+                log.finish(name, stamp)
+            stamps[name] = stamp
 
-    t = _stage("5/5 pre-train + linear probe and teacher fidelity on CIFAR-10")
+    with _stage(run, "transfer", "5/5 pre-train + linear probe and teacher fidelity on CIFAR-10", timings):
+        results = _transfer(cfg, out, log, teacher, (teacher_stamp, *stamps.values()), sets["krr_st"])
+
+    total = time.perf_counter() - start
+    run_dir = out / "krr_st"
+    print("\n" + results.to_markdown())
+    print(results.to_margin_markdown())
+    print(
+        "\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s"
+    )
+    print(f"results: {run_dir / 'transfer'}; publish with: hf-ssdd push {run_dir} <org>/<name>")
+    return run_dir / "transfer"
+
+
+def _transfer(
+    cfg: QuickstartConfig,
+    out: Path,
+    log: StageLog,
+    teacher: str,
+    upstream: tuple[str, ...],
+    krr: DistilledSet,
+) -> TransferResults:
+    """Pre-train the student on the KRR-ST set (for ``hf-ssdd push``) and evaluate every set."""
     pretrain_overrides: dict[str, Any] = {"recipe": "krr_st", "epochs": cfg.pretrain_epochs}
     run_dir = out / "krr_st"
     transfer = {
@@ -274,13 +311,10 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
         "seeds": cfg.seeds,
         "student": STUDENT,
     }
-    stamp, done = log.begin(
-        "transfer", transfer, [run_dir / "encoder", run_dir / "transfer"], (teacher_stamp, *stamps.values())
-    )
+    stamp, done = log.begin("transfer", transfer, [run_dir / "encoder", run_dir / "transfer"], upstream)
     if done:
         results = TransferResults.load(run_dir / "transfer" / "results.json")
     else:
-        krr = sets["krr_st"]
         if not (run_dir / "encoder" / "config.json").is_file():
             settings = resolve_settings(krr, **pretrain_overrides)
             save_encoder(pretrain(krr, STUDENT, settings, seed=cfg.seeds[0]), run_dir / "encoder")
@@ -300,13 +334,4 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
         )
         results.save(run_dir / "transfer")
         log.finish("transfer", stamp)
-    timings["transfer"] = time.perf_counter() - t
-
-    total = time.perf_counter() - start
-    print("\n" + results.to_markdown())
-    print(results.to_margin_markdown())
-    print(
-        "\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s"
-    )
-    print(f"results: {run_dir / 'transfer'}; publish with: hf-ssdd push {run_dir} <org>/<name>")
-    return run_dir / "transfer"
+    return results

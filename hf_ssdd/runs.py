@@ -8,8 +8,8 @@ source images' ``datasets`` fingerprint, the teacher's revision or weight hash).
 The lock is a file ``<run>/.lock`` created exclusively, holding the writer's pid and host. A second writer is
 refused with the holder named; a lock whose process is gone (same host) is stale and taken over.
 
-:class:`RunRecorder` is the one way every command (``distill``, ``pretrain-teacher``, ``pretrain``, ``transfer``)
-keeps its run folder — ``--output_dir`` is that folder in all of them: the lock, the refusal of a non-empty folder
+:class:`RunRecorder` is the one way every command (``distill``, ``pretrain-teacher``, ``pretrain``, ``transfer``,
+``train-experts``, and ``quickstart`` for its top folder) keeps its run folder — ``--output_dir`` is that folder in all of them: the lock, the refusal of a non-empty folder
 without ``--resume``/``--overwrite``, ``config.yaml``, ``identity.json``, ``metrics.jsonl`` and the checkpoints.
 """
 

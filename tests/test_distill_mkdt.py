@@ -385,7 +385,9 @@ def _teacher_folder(folder):
     return folder
 
 
-def test_run_driver_trains_experts_then_distills_and_resumes(tmp_path):
+def test_run_driver_trains_experts_then_distills_and_resumes(tmp_path, capsys):
+    import json
+
     from hf_ssdd.cli import main
     from hf_ssdd.config import config_from_dict
     from hf_ssdd.distill import DistilledSet, load_trajectories
@@ -426,6 +428,18 @@ def test_run_driver_trains_experts_then_distills_and_resumes(tmp_path):
     assert dset.meta["pretraining"]["recipe"] == "mkdt" and dset.meta["teacher"]["id"] == str(teacher)
     assert DistilledSet.load(out / "distilled").meta["learned_lr"] == pytest.approx(dset.meta["learned_lr"])
     assert (out / "checkpoints").is_dir() and (out / "metrics.jsonl").read_text().count("\n") == 3
+
+    # train-experts holds the run folder like every command: it continues (nothing missing: nothing retrained),
+    # waits its turn behind another writer, and --overwrite retrains its experts
+    assert main(argv) == 0
+    assert [e.path.stat().st_mtime_ns for e in experts] == stamps
+    (out / ".lock").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    assert main(argv) == 1 and "is in use by process 1 on elsewhere" in capsys.readouterr().err
+    (out / ".lock").unlink()
+    assert main([*argv, "--overwrite", "true"]) == 0
+    retrained = load_trajectories(out / "experts", expect_architecture="convnet", expect_feature_dim=32)
+    assert [e.path.stat().st_mtime_ns for e in retrained] != stamps and not (out / ".replaced").exists()
+    assert (out / "distilled" / "README.md").is_file()  # only the experts were its to replace
 
 
 def _yaml(path, settings):

@@ -61,6 +61,32 @@ def test_quickstart_runs_every_stage_skips_finished_ones_and_publishes_its_rows(
     rebuilt = yaml.safe_load((run / "config.yaml").read_text())
     assert rebuilt["krr_st"]["outer_steps"] == 4 and (run / "transfer" / "results.json").is_file()
 
+    # the top folder is a run folder like every command's: its config, a line per stage and call, one writer
+    top = tmp_path / "qs"
+    assert yaml.safe_load((top / "config.yaml").read_text())["krr_st_steps"] == 4
+    stages = [json.loads(line)["stage"] for line in (top / "metrics.jsonl").read_text().splitlines()]
+    assert stages == ["teacher", "krr_st", "random", "mkdt", "transfer"] * 3
+    (top / ".lock").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    assert main(argv) == 1
+    assert "is in use by process 1 on elsewhere" in capsys.readouterr().err
+    (top / ".lock").unlink()
+    # --fresh starts over, and puts the old run back when it cannot start (here: a teacher that does not exist)
+    assert (
+        main(
+            [
+                "quickstart",
+                "--output_dir",
+                str(top),
+                "--teacher",
+                str(tmp_path / "missing"),
+                "--fresh",
+                "true",
+            ]
+        )
+        == 1
+    )
+    assert (run / "transfer" / "results.json").is_file() and not (top / ".replaced").exists()
+
 
 @pytest.mark.parametrize(
     "yaml_name, cls, build",

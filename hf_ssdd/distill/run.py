@@ -302,17 +302,33 @@ def run_expert_training(cfg: DistillRunConfig, accelerator: Any = None) -> list[
     """MKDT's expert stage alone: teacher features, then the experts missing from the expert folder.
 
     The expert folder is ``mkdt.experts.directory``, else ``<output_dir>/experts``, so that a later
-    ``hf-ssdd distill`` with the same config finds them. Processes train different experts in parallel.
+    ``hf-ssdd distill --resume`` with the same config finds them. Processes train different experts in parallel. The
+    run folder is held like every command's (:class:`~hf_ssdd.runs.RunRecorder`): one writer at a time, and
+    ``--overwrite`` retrains the experts of ``<output_dir>/experts`` (the old ones come back if the inputs fail to
+    load); without it the stage continues, training only the missing experts.
     """
     from accelerate import Accelerator
 
     if cfg.method != "mkdt":
         raise RunError(f"expert training belongs to method 'mkdt', but the config says method {cfg.method!r}")
+    if cfg.overwrite and cfg.mkdt.experts.directory:
+        raise RunError(
+            f"--overwrite retrains the experts under <output_dir>/experts, not those of mkdt.experts.directory "
+            f"({cfg.mkdt.experts.directory}); delete that folder to retrain them"
+        )
     _require_teacher(cfg)
     acc = accelerator or Accelerator()
-    source, teacher = _load_inputs(cfg, acc)
-    context = RunContext(source, teacher, acc, Path(cfg.output_dir), cfg.seed)
-    experts = MKDTDistiller.prepare(cfg.mkdt, context)["experts"]
+    with RunRecorder(
+        cfg.output_dir,
+        resume=not cfg.overwrite,
+        overwrite=cfg.overwrite,
+        accelerator=acc,
+        outputs=("experts",),
+    ) as run:
+        with run.loading_inputs():
+            source, teacher = _load_inputs(cfg, acc)
+        context = RunContext(source, teacher, acc, run.folder, cfg.seed)
+        experts = MKDTDistiller.prepare(cfg.mkdt, context)["experts"]
     if acc.is_main_process:
         folder = experts[0].path.parent
         print(f"{len(experts)} experts (epochs 0..{cfg.mkdt.expert_max_epoch()}) in {folder}")
