@@ -23,7 +23,8 @@ on the held-out images, split in two fixed halves of 5 000,
 
 and the matching loss of the run (per start epoch, the mean of its first and last 20 iterations) says whether
 matching optimizes at all. Margins are paired by seed against the random subset, the same draw KRR-ST and MKDT
-(``init: random``) start from. Results go to ``<output_dir>/validation-<budget>.json`` (merged, so calls may run
+(``init: random``) start from; ``--draw N`` repeats it all from another initial draw (distillation seed N, folders
+and files tagged ``-drawN``). Results go to ``<output_dir>/validation-<budget>.json`` (merged, so calls may run
 side by side) and a Markdown table; distillation runs resume and finished (candidate, seed) evaluations are kept,
 so the script can span sessions.
 """
@@ -99,18 +100,25 @@ RELABELLED: dict[str, str] = {
 }
 
 
-def distill(name: str, budget: int, out: Path) -> Any:
+def run_tag(budget: int, draw: int) -> str:
+    """``<budget>``, or ``<budget>-draw<N>`` for another distillation seed (initial draw) than 0."""
+    return f"{budget}" if draw == 0 else f"{budget}-draw{draw}"
+
+
+def distill(name: str, budget: int, out: Path, draw: int = 0) -> Any:
     method, section = CANDIDATES[name]
     section = {**section, "num_images": budget}
     if method in ("mkdt", "high_loss"):
-        section["experts"] = {**section.get("experts", {}), "directory": str(out / "experts")}
+        experts = out / ("experts" if draw == 0 else f"experts-draw{draw}")
+        section["experts"] = {**section.get("experts", {}), "directory": str(experts)}
     cfg = config_from_dict(
         DistillRunConfig,
         {
             "method": method,
             "source": {"dataset": "cifar10", "split": SOURCE_SPLIT},
             "teacher": TEACHER,
-            "output_dir": str(out / f"{slug(name)}-{budget}"),
+            "output_dir": str(out / f"{slug(name)}-{run_tag(budget, draw)}"),
+            "seed": draw,
             "resume": True,
             "log_every": 1,
             method: section,
@@ -154,7 +162,7 @@ def evaluate(
     return {"r2": fidelity["r2"], "cka": fidelity["cka"], "probe": probe}
 
 
-def table(results: dict[str, Any], budget: int, out: Path) -> str:
+def table(results: dict[str, Any], budget: int, out: Path, draw: int = 0) -> str:
     """Markdown: mean ± population std over seeds (× 100), margins over the random subset paired by seed."""
     base = results["random subset"]["seeds"]
     lines = [
@@ -171,7 +179,7 @@ def table(results: dict[str, Any], budget: int, out: Path) -> str:
         keys = sorted(seeds)
         cells = [stat([seeds[s][m] for s in keys]) for m in ("r2", "cka", "probe")]
         margins = [stat([seeds[s][m] - base[s][m] for s in keys]) for m in ("r2", "probe")]
-        loss = matching_loss(out / f"{slug(name)}-{budget}")
+        loss = matching_loss(out / f"{slug(name)}-{run_tag(budget, draw)}")
         loss_cell = "; ".join(f"e{e}: {a:.3f} → {b:.3f}" for e, (a, b) in loss.items()) if loss else "—"
         lines.append(f"| {name} | {loss_cell} | " + " | ".join(cells + margins) + " |")
     return "\n".join(lines)
@@ -184,12 +192,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pre-training seeds")
     p.add_argument("--epochs", type=int, default=200, help="pre-training epochs (the cpu preset's)")
     p.add_argument(
+        "--draw",
+        type=int,
+        default=0,
+        help="distillation seed: another initial draw of every candidate's images",
+    )
+    p.add_argument(
         "--candidates", nargs="+", default=[*CANDIDATES, *RELABELLED], help="names of CANDIDATES to run"
     )
     args = p.parse_args(argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record_path = out / f"validation-{args.budget}.json"
+    tag = run_tag(args.budget, args.draw)
+    record_path = out / f"validation-{tag}.json"
 
     def record() -> dict[str, Any]:
         return json.loads(record_path.read_text()) if record_path.is_file() else {}
@@ -201,9 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in ["random subset", *[c for c in args.candidates if c != "random subset"]]:
         start = time.perf_counter()
         dset = (
-            relabel_with_teacher(distill(RELABELLED[name], args.budget, out), teacher)
+            relabel_with_teacher(distill(RELABELLED[name], args.budget, out, args.draw), teacher)
             if name in RELABELLED
-            else distill(name, args.budget, out)
+            else distill(name, args.budget, out, args.draw)
         )
         entry = record().get(name, {"seeds": {}})
         entry["distill_seconds"] = entry.get("distill_seconds") or time.perf_counter() - start
@@ -217,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     ordered = [name for name in [*CANDIDATES, *RELABELLED] if name in results] + [
         n for n in results if n not in CANDIDATES
     ]
-    markdown = table({name: results[name] for name in ordered}, args.budget, out)
-    atomic_write_text(out / f"validation-{args.budget}.md", markdown + "\n")
+    markdown = table({name: results[name] for name in ordered}, args.budget, out, args.draw)
+    atomic_write_text(out / f"validation-{tag}.md", markdown + "\n")
     print(markdown)
 
 

@@ -145,8 +145,18 @@ def test_mkdt_validation_smoke_run_never_reads_the_test_split(tmp_path, monkeypa
     assert record["random subset"]["seeds"] == record["MKDT tiny, 0 iterations"]["seeds"]
     assert "| MKDT tiny | e0: " in table and "| random subset | — |" in table
     # a second call evaluates nothing again
+    evaluate = bench.evaluate
     monkeypatch.setattr(bench, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
     bench.main(argv)
+    # another initial draw: its own runs and record, other images
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    bench.main([*argv, "--draw", "1", "--candidates", "random subset"])
+    from hf_ssdd.distill import DistilledSet
+
+    run = tmp_path / "run"
+    assert set(json.loads((run / "validation-10-draw1.json").read_text())) == {"random subset"}
+    first, other = (DistilledSet.load(run / f"random-subset-{t}" / "distilled") for t in ("10", "10-draw1"))
+    assert not torch.equal(first.images, other.images)
 
 
 def test_set_drift_of_a_set_against_itself_and_a_moved_copy(teacher_dir):
