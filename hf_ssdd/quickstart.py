@@ -15,9 +15,10 @@
 Every stage writes under ``output_dir`` and records a stamp of its settings (``stages.json``): a stage that
 finished with the same settings (and inputs) is skipped, an interrupted one resumes, and a changed setting re-runs
 exactly the stages it affects. ``output_dir/krr_st`` ends up as a complete run (``distilled/``,
-``encoder/``, ``transfer/``) that ``hf-ssdd push`` can publish. The folder is kept by :class:`hf_ssdd.runs.RunRecorder`
-like every command's: one quickstart at a time (lock), ``config.yaml``, and one line per stage in ``metrics.jsonl``
-(its wall time, and whether it was skipped); ``--fresh`` moves the old content aside until the teacher has loaded.
+``encoder/``, ``transfer/``) that ``hf-ssdd push`` can publish. The folder is kept by
+:class:`hf_ssdd.runs.RunRecorder` like every command's: one quickstart at a time (lock), ``config.yaml``, and one
+line per stage in ``metrics.jsonl`` (its wall time); ``--fresh`` moves the old content aside until the teacher has
+loaded.
 """
 
 from __future__ import annotations

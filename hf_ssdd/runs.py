@@ -9,8 +9,9 @@ The lock is a file ``<run>/.lock`` created exclusively, holding the writer's pid
 refused with the holder named; a lock whose process is gone (same host) is stale and taken over.
 
 :class:`RunRecorder` is the one way every command (``distill``, ``pretrain-teacher``, ``pretrain``, ``transfer``,
-``train-experts``, and ``quickstart`` for its top folder) keeps its run folder — ``--output_dir`` is that folder in all of them: the lock, the refusal of a non-empty folder
-without ``--resume``/``--overwrite``, ``config.yaml``, ``identity.json``, ``metrics.jsonl`` and the checkpoints.
+``train-experts``, and ``quickstart`` for its top folder) keeps its run folder — ``--output_dir`` is that folder in
+all of them: the lock, the refusal of a non-empty folder without ``--resume``/``--overwrite``, ``config.yaml``,
+``identity.json``, ``metrics.jsonl`` and the checkpoints.
 """
 
 from __future__ import annotations
